@@ -1,0 +1,98 @@
+"""Logit constraints (LC) -- the companion of the PC loss, added to it with a small weight.
+
+From "Improving Adversarial Robustness via Probabilistically Compact Loss with Logit
+Constraints" (X. Li, X. Li, D. Pan, D. Zhu, AAAI 2021, arXiv:2012.07688).
+
+The PC loss can widen the probability gap by inflating the logits, and a gap bought that way
+melts under a small perturbation. LC penalises the logit gap between the true class and the
+most probable false classes. For logits z (B x K) and labels y:
+
+    w_ij = softmax over j != y_i of z_ij          (the true class is masked out: w_{i,y_i} = 0)
+    L_LC = 1 / B * sum_i sum_{j != y_i} max(0, w_ij * (z_{i,y_i} - z_ij))
+
+Training objective after a cross-entropy warm-up (released code: lambda = 0.05):
+
+    loss = PCLoss(xi=0.995)(logits, y) + 0.05 * LogitConstraintLoss()(logits, y)
+
+This file imports nothing but torch: copy it into your project as it is.
+"""
+import torch
+from torch import nn
+
+__all__ = ["LogitConstraintLoss", "logit_constraint_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_inputs(logits, target, reduction):
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a 2-D tensor (batch x classes), got {shape}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if logits.shape[1] < 2:
+        raise ValueError(f"logits need at least 2 classes, got {logits.shape[1]}")
+    if (not isinstance(target, torch.Tensor) or target.dim() != 1
+            or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool):
+        what = f"{target.dtype} tensor of shape {tuple(target.shape)}" if isinstance(
+            target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be a 1-D integer tensor of class indices, got {what}")
+    if target.shape[0] != logits.shape[0]:
+        raise ValueError(f"logits and target have different batch sizes: "
+                         f"{logits.shape[0]} and {target.shape[0]}")
+    num_classes = logits.shape[1]
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(f"target holds a label outside [0, {num_classes}): "
+                         f"min {int(target.min())}, max {int(target.max())}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def logit_constraint_loss(logits, target, reduction="mean"):
+    """Functional logit constraints. See the module docstring for the formula.
+
+    reduction: 'none' gives one value per sample (its sum over false classes), 'sum' their
+    sum, 'mean' their mean (0 for an empty batch).
+    The loss is computed in float32 for float16/bfloat16 logits and returned in their dtype.
+    """
+    _check_inputs(logits, target, reduction)
+    batch = logits.shape[0]
+    work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    index = target.long().view(-1, 1)
+    is_true = torch.zeros_like(work, dtype=torch.bool).scatter_(1, index, True)
+    # -inf is representable in every float dtype, so the masked softmax is exact: w_{i,y_i} = 0.
+    weight = torch.softmax(work.masked_fill(is_true, float("-inf")), dim=1)
+    gap = work.gather(1, index) - work
+    hinge = torch.clamp_min(weight * gap, 0.0)
+    hinge = torch.where(is_true, torch.zeros_like(hinge), hinge)
+    per_sample = hinge.sum(dim=1)
+    if reduction == "none":
+        out = per_sample
+    elif reduction == "sum":
+        out = per_sample.sum()
+    else:
+        out = per_sample.sum() / max(batch, 1)
+    return out.to(logits.dtype)
+
+
+class LogitConstraintLoss(nn.Module):
+    """Logit constraints: per sample, sum over false classes j of max(0, w_j (z_y - z_j)),
+    w = softmax of the false-class logits; averaged over the batch.
+
+    Args:
+        reduction: 'mean' (default), 'sum' or 'none', as in torch's losses.
+
+    forward(logits, target): logits (B, K) floating point, target (B,) integer class indices.
+    """
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        return logit_constraint_loss(logits, target, self.reduction)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
