@@ -64,9 +64,10 @@ def parse_settings(defaults, argv, presets=None):
 
 
 def settings_of(namespace):
-    """The UPPER_CASE constants of a script's globals(), in the order they were written."""
+    """The settings of a script: its UPPER_CASE globals of type bool, int, float, str or list, in
+    the order they were written (tuples and dicts, such as imported name tables, are not settings)."""
     return {k: v for k, v in namespace.items()
-            if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str, list, tuple))}
+            if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str, list))}
 
 
 def run(main, argv=None):

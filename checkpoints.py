@@ -1,0 +1,71 @@
+"""Saving and loading checkpoints: atomic writes, safe reads, models rebuilt from metadata.
+
+A checkpoint is a dict {"format", "meta", "model", ...}; meta holds what rebuilds the model
+without the training script's settings: dataset, model, num_classes, in_channels, image_size,
+phase, epoch and the full settings. Files are read with torch.load(weights_only=True): a file
+whose pickle would run code is refused and the code does not run.
+"""
+import os
+import pickle
+
+import torch
+
+from cli import UserError
+from models import MODEL_NAMES, build_model
+
+FORMAT = "pc-loss-checkpoint/1"
+
+
+def save_checkpoint(path, model, meta, **extra):
+    """Write {"format", "meta", "model": weights, **extra} to `path` atomically: a temporary file
+    in the same folder, flushed to disk, then renamed over `path`."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {"format": FORMAT, "meta": meta, "model": model.state_dict(), **extra}
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint of this project; any problem is a one-line UserError naming the file."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise UserError(f"{path}: refused to load, its pickle would build objects other than "
+                        f"tensors and plain data (unsafe or foreign file; {first[:100]})") from None
+    except Exception as err:  # a cut zip, a damaged pickle, a text file ...
+        raise UserError(f"{path}: truncated or not a PyTorch checkpoint "
+                        f"({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path}: not a checkpoint of this project (no '{FORMAT}' format tag)")
+    meta = state.get("meta", {})
+    if meta.get("model") not in MODEL_NAMES or "model" not in state:
+        raise UserError(f"{path}: checkpoint metadata names no known model")
+    return state
+
+
+def model_from_checkpoint(state, path="checkpoint"):
+    """Rebuild the model a checkpoint was made for and load its weights."""
+    meta = state["meta"]
+    model = build_model(meta["model"], meta["in_channels"], meta["image_size"], meta["num_classes"])
+    load_weights(model, state["model"], path, meta)
+    return model
+
+
+def load_weights(model, weights, path, meta):
+    """load_state_dict with a one-line error when the weights were made for another model."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(f"{path}: its weights do not fit this model (made for {meta.get('model')} "
+                        f"on {meta.get('dataset')}, {meta.get('num_classes')} classes)") from None

@@ -1,0 +1,111 @@
+"""models/ and data.py: every architecture, every input shape, the offline datasets, clear errors."""
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from cli import UserError
+from data import ImageSet, augment, dataset_info, get_dataset, read_tiny_imagenet
+from models import MODEL_NAMES, build_model
+
+SHAPES = [(1, 28, 10), (3, 32, 100), (3, 64, 200)]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_every_shape(name):
+    for channels, size, classes in SHAPES:
+        torch.manual_seed(0)
+        model = build_model(name, channels, size, classes)
+        x = torch.rand(3, channels, size, size)
+        logits, emb = model(x), model.embed(x)
+        assert logits.shape == (3, classes)
+        assert emb.shape == (3, model.embed_dim)
+        assert torch.allclose(model.head(emb), logits, atol=1e-5)  # embed is the penultimate layer
+        logits.sum().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all()
+                   for p in model.parameters() if p.requires_grad)
+
+
+def test_unknown_model_lists_names():
+    with pytest.raises(ValueError, match="lenet5.*resnet110.*vit"):
+        build_model("alexnet", 3, 32, 10)
+
+
+def test_digits_sizes_and_range():
+    train, test = get_dataset("digits", True), get_dataset("digits", False)
+    assert (len(train), len(test)) == (1437, 360)
+    assert train.shape == (1, 28, 28) and train.images.dtype == torch.uint8
+    x, y = test.batch(torch.arange(10))
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and x.max() > 0.9
+    assert y.dtype == torch.long and set(test.labels.tolist()) == set(range(10))
+    again = get_dataset("digits", False)
+    assert torch.equal(again.images, test.images)  # fixed split
+
+
+def test_fashion_mnist_offline():
+    """CI installs Debian's dataset-fashion-mnist, so this must not skip there."""
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"):
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    train = get_dataset("fashion-mnist", True, root="/nonexistent")
+    test = get_dataset("fashion-mnist", False, root="/nonexistent")
+    assert (len(train), len(test)) == (60000, 10000)
+    assert train.shape == (1, 28, 28)
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert train.labels[:5].tolist() == [9, 0, 0, 3, 0]  # the published first labels
+
+
+def test_missing_dataset_is_one_clear_sentence(tmp_path):
+    with pytest.raises(UserError) as err:
+        get_dataset("cifar10", True, root=str(tmp_path))
+    text = str(err.value)
+    assert "cifar10" in text and str(tmp_path) in text and "\n" not in text
+    with pytest.raises(UserError, match="unknown dataset 'imagenet'.*tiny-imagenet"):
+        dataset_info("imagenet")
+
+
+def make_tiny_imagenet(base, wnids=("n01", "n02", "n03"), per_class=4, val=2):
+    for c, wnid in enumerate(wnids):
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (64, 64), (40 * c, 10 * i, 200)).save(folder / f"{wnid}_{i}.JPEG")
+    (base / "val" / "images").mkdir(parents=True)
+    lines = []
+    for c, wnid in enumerate(wnids):
+        for i in range(val):
+            name = f"val_{c}_{i}.JPEG"
+            Image.new("RGB", (64, 64), (40 * c, 0, 0)).save(base / "val" / "images" / name)
+            lines.append(f"{name}\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+
+
+def test_tiny_imagenet_reader(tmp_path):
+    base = tmp_path / "tiny-imagenet-200"
+    make_tiny_imagenet(base)
+    train, val = read_tiny_imagenet(str(base), True), read_tiny_imagenet(str(base), False)
+    assert len(train) == 12 and len(val) == 6
+    assert train.shape == (3, 64, 64) and train.classes == ["n01", "n02", "n03"]
+    assert train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert val.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # colour of class 2 (80, *, 200) survives decoding (JPEG: approximately)
+    assert abs(int(train.images[8, 0].float().mean()) - 80) < 6
+    assert abs(int(train.images[8, 2].float().mean()) - 200) < 6
+    via_api = get_dataset("tiny-imagenet", False, root=str(tmp_path))
+    assert torch.equal(via_api.labels, val.labels)
+
+
+def test_augment_is_seeded_and_keeps_range():
+    x = torch.rand(16, 3, 32, 32)
+    a = augment(x, torch.Generator().manual_seed(3), flip=True)
+    b = augment(x, torch.Generator().manual_seed(3), flip=True)
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+
+
+def test_imageset_batch_on_indices():
+    images = torch.arange(4 * 4, dtype=torch.uint8).view(4, 1, 2, 2) * 10
+    ds = ImageSet("digits", images, torch.tensor([0, 1, 2, 3]))
+    x, y = ds.batch(torch.tensor([2, 0]))
+    assert y.tolist() == [2, 0] and torch.allclose(x[1].flatten(), torch.tensor([0, 10, 20, 30]) / 255)

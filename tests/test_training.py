@@ -1,0 +1,247 @@
+"""vgg_training.py end to end on `digits`: phases, outputs, resume, atomic saves, bad files, DDP."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import checkpoints
+import vgg_training
+from checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from cli import UserError, parse_settings, run
+
+FAST = ["--dataset=digits", "--warmup_epochs=2", "--epochs=2", "--batch_size=128", "--lr=0.003"]
+
+
+def train(out, *extra):
+    assert vgg_training.main(FAST + [f"--out_dir={out}", *extra]) == 0
+    return out
+
+
+def weights(path):
+    return load_checkpoint(str(path))["model"]
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def pclc_run(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("pclc"))
+
+
+def test_writes_four_files_and_log(pclc_run):
+    for name in ("ce_warmup.pt", "final.pt", "last.pt", "log.csv"):
+        assert (pclc_run / name).stat().st_size > 0
+    import pandas as pd
+    log = pd.read_csv(pclc_run / "log.csv")
+    assert tuple(log.columns) == vgg_training.LOG_COLUMNS
+    assert log["phase"].tolist() == ["warmup"] * 2 + ["main"] * 2
+    assert log["epoch"].tolist() == [1, 2, 1, 2]
+    assert log["test_acc"].between(0, 1).all() and log["prob_gap"].between(-1, 1).all()
+    meta = load_checkpoint(str(pclc_run / "final.pt"))["meta"]
+    assert (meta["dataset"], meta["model"], meta["num_classes"], meta["in_channels"],
+            meta["image_size"], meta["phase"], meta["epoch"]) == ("digits", "lenet5", 10, 1, 28, "main", 2)
+    assert meta["settings"]["LOSS"] == "pclc" and meta["settings"]["MARGIN"] == 0.995
+    model = model_from_checkpoint(load_checkpoint(str(pclc_run / "final.pt")))
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert log["test_acc"].iloc[-1] > 0.3  # it learns something in 4 short epochs
+
+
+def test_second_phase_starts_from_warmup_weights(tmp_path, monkeypatch):
+    seen = {}
+    original = vgg_training.train_step
+
+    def spy(net, batch, criterion, *rest):
+        if not isinstance(criterion, torch.nn.CrossEntropyLoss) and "first" not in seen:
+            seen["first"] = {k: v.clone() for k, v in net.model.state_dict().items()}
+        return original(net, batch, criterion, *rest)
+
+    monkeypatch.setattr(vgg_training, "train_step", spy)
+    train(tmp_path)
+    assert same(seen["first"], weights(tmp_path / "ce_warmup.pt"))
+    assert not same(weights(tmp_path / "ce_warmup.pt"), weights(tmp_path / "final.pt"))
+
+
+def test_ce_and_pclc_differ_only_in_second_phase(tmp_path, pclc_run):
+    ce = train(tmp_path, "--loss=ce")
+    assert same(weights(ce / "ce_warmup.pt"), weights(pclc_run / "ce_warmup.pt"))
+    assert not same(weights(ce / "final.pt"), weights(pclc_run / "final.pt"))
+    import pandas as pd
+    a, b = pd.read_csv(ce / "log.csv"), pd.read_csv(pclc_run / "log.csv")
+    cols = ["train_loss", "train_acc", "test_acc", "prob_gap", "lr"]
+    assert a[cols].iloc[:2].equals(b[cols].iloc[:2])
+    assert not a[cols].iloc[2:].equals(b[cols].iloc[2:])
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import vgg_training
+calls = [0]
+original = vgg_training.train_step
+def step(*args):
+    calls[0] += 1
+    if calls[0] == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args)
+vgg_training.train_step = step
+sys.exit(vgg_training.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [12, 17, 28, 41])
+def test_resume_after_sigkill_is_bit_identical(tmp_path, root, pclc_run, kill_at):
+    """11 batches an epoch: call 12 is the first batch of epoch 2 (stopped right after epoch 1),
+    17 mid warm-up epoch 2, 28 mid main epoch 1, 41 mid main epoch 2."""
+    out = tmp_path / "run"
+    args = FAST + [f"--out_dir={out}"]
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=root, kill_at=kill_at))
+    killed = subprocess.run([sys.executable, str(script), *args], cwd=root, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "final.pt").exists()
+    resumed = subprocess.run([sys.executable, "vgg_training.py", *args, "--resume=true"], cwd=root,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert same(weights(out / "final.pt"), weights(pclc_run / "final.pt"))
+    assert same(weights(out / "ce_warmup.pt"), weights(pclc_run / "ce_warmup.pt"))
+    import pandas as pd
+    log = pd.read_csv(out / "log.csv")
+    assert log["phase"].tolist() == ["warmup"] * 2 + ["main"] * 2
+    assert log["test_acc"].equals(pd.read_csv(pclc_run / "log.csv")["test_acc"])
+
+
+def test_resume_with_nothing_is_an_error(tmp_path, capsys):
+    assert run(vgg_training.main, FAST + [f"--out_dir={tmp_path}", "--resume=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nothing to resume" in err and err.count("\n") == 1
+
+
+def test_resume_other_model_is_an_error(tmp_path, capsys, pclc_run):
+    assert run(vgg_training.main, FAST + [f"--out_dir={pclc_run}", "--resume=true", "--model=cnn3"]) == 2
+    assert "made for lenet5 on digits" in capsys.readouterr().err
+
+
+def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    path = str(tmp_path / "ck.pt")
+    meta = dict(model="lenet5")
+    save_checkpoint(path, model, meta)
+    before = weights(path)
+
+    def broken(obj, f):
+        f.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.torch, "save", broken)
+    with torch.no_grad():
+        model.weight.add_(1)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, meta)
+    monkeypatch.undo()
+    assert same(weights(path), before)
+    assert os.listdir(tmp_path) == ["ck.pt"]  # no temporary file left behind
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_bad_checkpoints_are_refused(tmp_path, pclc_run):
+    good = (pclc_run / "final.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    evil = Evil()
+    evil.marker = str(tmp_path / "code-ran")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        torch.save({"format": checkpoints.FORMAT, "payload": evil}, f)
+    (tmp_path / "text.pt").write_text("hello")
+    cases = {"missing.pt": "no such", "truncated.pt": "truncated", "foreign.pt": "not a checkpoint",
+             "evil.pt": "refused", "text.pt": "truncated or not"}
+    for name, words in cases.items():
+        with pytest.raises(UserError) as err:
+            load_checkpoint(str(tmp_path / name))
+        assert words in str(err.value) and name in str(err.value) and "\n" not in str(err.value)
+    assert not os.path.exists(evil.marker)
+    other = load_checkpoint(str(pclc_run / "final.pt"))
+    other["meta"] = dict(other["meta"], model="cnn3")
+    with pytest.raises(UserError, match="do not fit"):
+        model_from_checkpoint(other, "x.pt")
+    assert pickle  # the Evil payload was pickled by torch.save above
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, monkeypatch):
+    calls = [0]
+    original = vgg_training.train_step
+
+    def poisoned(*args):
+        calls[0] += 1
+        loss, logits, s = original(*args)
+        return (loss * float("nan") if calls[0] == 15 else loss), logits, s
+
+    monkeypatch.setattr(vgg_training, "train_step", poisoned)
+    with pytest.raises(UserError, match=r"nan in phase warmup, epoch 2, batch 4"):
+        train(tmp_path)
+    assert load_checkpoint(str(tmp_path / "last.pt"))["meta"]["epoch"] == 1
+
+
+def test_adversarial_training_with_structure_term(tmp_path):
+    out = train(tmp_path, "--warmup_epochs=1", "--epochs=1", "--adv_train=pgd", "--struct_lambda=100",
+                "--adv_steps=2")
+    import pandas as pd
+    log = pd.read_csv(out / "log.csv")
+    assert (log["struct_loss"] > 0).all() and log["struct_loss"].notna().all()
+    for name in ("ce_warmup.pt", "final.pt", "last.pt"):
+        assert (out / name).exists()
+    assert load_checkpoint(str(out / "final.pt"))["meta"]["settings"]["STRUCT_LAMBDA"] == 100.0
+
+
+def test_torchrun_two_processes(tmp_path, root):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "vgg_training.py", *FAST, "--warmup_epochs=1", "--epochs=1", "--device=cpu", f"--out_dir={out}"]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "all 2 ranks hold identical weights" in res.stdout
+    assert res.stdout.count("phase main") == 1  # only rank 0 prints
+    for name in ("ce_warmup.pt", "final.pt", "last.pt", "log.csv"):
+        assert (out / name).exists()
+
+
+def test_cli_overrides_and_errors(capsys):
+    defaults = {"EPOCHS": 3, "LR": 0.1, "LOSS": "pclc", "RESUME": False, "EPS": [0.1, 0.2]}
+    s, rest = parse_settings(defaults, ["--epochs=5", "--lr=8/255", "--resume=true", "--eps=1/255,0.5",
+                                        "ckpt.pt"])
+    assert s == {"EPOCHS": 5, "LR": 8 / 255, "LOSS": "pclc", "RESUME": True, "EPS": [1 / 255, 0.5]}
+    assert rest == ["ckpt.pt"]
+    with pytest.raises(UserError, match="unknown setting --epoch; settings: epochs, lr"):
+        parse_settings(defaults, ["--epoch=3"])
+    with pytest.raises(UserError, match="--epochs=three: expected a int"):
+        parse_settings(defaults, ["--epochs=three"])
+    with pytest.raises(UserError, match="--resume=maybe"):
+        parse_settings(defaults, ["--resume=maybe"])
+    with pytest.raises(UserError, match="unknown preset 'x'; presets: a"):
+        parse_settings(defaults, ["--preset=x"], {"a": {}})
+    s, _ = parse_settings(defaults, ["--epochs=7", "--preset=a"], {"a": {"EPOCHS": 9, "LR": 0.5}})
+    assert s["EPOCHS"] == 7 and s["LR"] == 0.5  # a preset first, explicit overrides win
+    assert run(vgg_training.main, ["--loss=focal"]) == 2
+    assert run(vgg_training.main, ["--modle=vgg13"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: --loss=focal: choose pclc, pc or ce"
+    assert err[1].startswith("error: unknown setting --modle; settings: dataset, model")
+
+
+def test_paper_preset_settings():
+    s, _ = parse_settings(vgg_training.settings_of(vars(vgg_training)), ["--preset=paper-tiny-imagenet"],
+                          vgg_training.PRESETS)
+    assert (s["DATASET"], s["MODEL"], s["LR"], s["MILESTONES"], s["GAMMA"], s["BATCH_SIZE"],
+            s["WARMUP_EPOCHS"], s["EPOCHS"], s["MARGIN"], s["LC_WEIGHT"]) == \
+        ("tiny-imagenet", "vgg13", 0.01, [50, 100], 0.2, 256, 150, 150, 0.995, 0.05)

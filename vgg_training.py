@@ -1,0 +1,319 @@
+"""Train a model with cross-entropy (the warm-up the paper requires), then continue from those
+weights with PC loss + logit constraints, a fresh optimiser and a fresh schedule.
+
+    python vgg_training.py                                  # the defaults below (offline)
+    python vgg_training.py --epochs=20 --loss=ce            # override any constant
+    python vgg_training.py --preset=paper-tiny-imagenet     # the released setting
+    torchrun --standalone --nproc_per_node=2 vgg_training.py --device=cpu   # DDP
+
+Writes OUT_DIR/ce_warmup.pt, final.pt, last.pt (for RESUME) and log.csv (one row per epoch).
+With ADV_TRAIN set, every batch is also attacked and the objective becomes
+ALPHA*L(X) + BETA*L(X_adv) + STRUCT_LAMBDA*L_s (L_s: spatial_structure_loss.py).
+"""
+import csv
+import hashlib
+import io
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from checkpoints import load_checkpoint, load_weights, save_checkpoint
+from cli import UserError, parse_settings, run, settings_of
+from data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
+from hard_margin_loss import PCLoss
+from margin_loss_soft_logit import LogitConstraintLoss
+from metrics import evaluate
+from models import MODEL_NAMES, build_model
+from spatial_structure_loss import SpatialStructureLoss
+
+# ---- settings: edit them here, or override any as --name=value ------------------------------
+DATASET = "fashion-mnist"      # mnist fashion-mnist kmnist cifar10 cifar100 svhn tiny-imagenet digits
+MODEL = "lenet5"               # lenet5 cnn3 vgg11 vgg13 vgg16 vgg19 resnet20..resnet110 vit
+DATA_DIR = "./data"            # datasets are read (or downloaded) here
+OUT_DIR = "runs/default"       # checkpoints and log.csv go here
+WARMUP_EPOCHS = 4              # phase 1: cross-entropy
+EPOCHS = 4                     # phase 2: LOSS, from the warm-up weights, fresh optimiser
+LOSS = "pclc"                  # phase 2 loss: pclc (PC + LC_WEIGHT*LC), pc, or ce (the baseline)
+MARGIN = 0.995                 # xi of the PC loss (released training value)
+LC_WEIGHT = 0.05               # weight of the logit constraints (released value)
+BATCH_SIZE = 128               # per process
+LR = 1e-3                      # Adam learning rate, each phase starts from it
+MILESTONES = [50, 100]         # MultiStepLR epochs within each phase
+GAMMA = 0.2                    # MultiStepLR factor
+WEIGHT_DECAY = 0.0             # Adam weight decay
+AUGMENT = True                 # flip/rotate/crop of the 32/64-px sets (never the MNIST family)
+ADV_TRAIN = "none"             # none, fgsm or pgd: also train on adversarial batches
+ADV_EPS = 0.1                  # L-inf radius of the training attack
+ADV_STEPS = 5                  # PGD steps (step size 2.5*ADV_EPS/ADV_STEPS, random start)
+ALPHA = 1.0                    # weight of L(X) when ADV_TRAIN is on
+BETA = 1.0                     # weight of L(X_adv)
+STRUCT_LAMBDA = 0.0            # weight of the spatial structural loss L_s (0: plain adv. training)
+SEED = 0                       # seeds weights, shuffling, augmentation and attacks
+DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
+AMP = True                     # bf16 autocast on CUDA
+CHANNELS_LAST = True           # channels_last memory format on CUDA
+RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it stopped
+PRESET = ""                    # set by --preset=NAME (see PRESETS)
+
+_PAPER = dict(BATCH_SIZE=256, LR=0.01, MILESTONES=[50, 100], GAMMA=0.2, WARMUP_EPOCHS=150,
+              EPOCHS=150, LOSS="pclc", MARGIN=0.995, LC_WEIGHT=0.05, AUGMENT=True)
+PRESETS = {
+    # the released notebook: VGG-13 on Tiny ImageNet, Adam 0.01, [50, 100] x 0.2, 150 + 150 epochs
+    "paper-tiny-imagenet": dict(_PAPER, DATASET="tiny-imagenet", MODEL="vgg13",
+                                OUT_DIR="runs/paper-tiny-imagenet"),
+    # the paper's probability-gap setting: ResNet-56 on CIFAR-100, same optimiser and schedule
+    "paper-cifar100": dict(_PAPER, DATASET="cifar100", MODEL="resnet56",
+                           OUT_DIR="runs/paper-cifar100"),
+    # the title paper's study of lambda: LeNet-5, PGD adversarial training + L_s, CE throughout
+    **{f"struct-lambda-{lam}": dict(DATASET="fashion-mnist", MODEL="lenet5", LOSS="ce",
+                                    ADV_TRAIN="pgd", ADV_EPS=0.1, ADV_STEPS=5, ALPHA=1.0, BETA=1.0,
+                                    STRUCT_LAMBDA=float(lam), OUT_DIR=f"runs/struct-lambda-{lam}")
+       for lam in (0, 10, 50, 100, 300, 500, 1000)},
+}
+# -------------------------------------------------------------------------------------------------
+
+LOG_COLUMNS = ("phase", "epoch", "train_loss", "train_acc", "test_acc", "prob_gap", "lr",
+               "seconds", "struct_loss")
+
+
+def check_settings(s):
+    dataset_info(s["DATASET"])
+    if s["MODEL"] not in MODEL_NAMES:
+        raise UserError(f"unknown model {s['MODEL']!r}; models: {', '.join(MODEL_NAMES)}")
+    if s["LOSS"] not in ("pclc", "pc", "ce"):
+        raise UserError(f"--loss={s['LOSS']}: choose pclc, pc or ce")
+    if s["ADV_TRAIN"] not in ("none", "fgsm", "pgd"):
+        raise UserError(f"--adv_train={s['ADV_TRAIN']}: choose none, fgsm or pgd")
+    if not 0 <= s["MARGIN"] <= 1:
+        raise UserError(f"--margin={s['MARGIN']}: the PC margin lies in [0, 1]")
+    for key in ("WARMUP_EPOCHS", "EPOCHS", "BATCH_SIZE", "ADV_STEPS"):
+        if s[key] < (1 if key in ("BATCH_SIZE", "ADV_STEPS") else 0):
+            raise UserError(f"--{key.lower()}={s[key]} is out of range")
+    if s["ADV_TRAIN"] != "none" and not 0 < s["ADV_EPS"] <= 1:
+        raise UserError(f"--adv_eps={s['ADV_EPS']}: must lie in (0, 1]")
+
+
+def phase_loss(name, s):
+    """The loss of a phase: ce, pc, or pclc = PC + LC_WEIGHT * LC."""
+    if name == "ce":
+        return nn.CrossEntropyLoss()
+    pc, lc = PCLoss(xi=s["MARGIN"]), LogitConstraintLoss()
+    if name == "pc":
+        return pc
+    return lambda logits, target: pc(logits, target) + s["LC_WEIGHT"] * lc(logits, target)
+
+
+def make_attack(model, s):
+    """The attack that crafts X_adv from the current model (torchattacks puts the model in eval
+    mode while crafting and back in train mode after), or None."""
+    if s["ADV_TRAIN"] == "none":
+        return None
+    import torchattacks
+    if s["ADV_TRAIN"] == "fgsm":
+        return torchattacks.FGSM(model, eps=s["ADV_EPS"])
+    return torchattacks.PGD(model, eps=s["ADV_EPS"], alpha=2.5 * s["ADV_EPS"] / s["ADV_STEPS"],
+                            steps=s["ADV_STEPS"], random_start=True)
+
+
+class WithEmbedding(nn.Module):
+    """forward(x) -> (logits, embedding) in one pass, so DDP sees the embedding's gradients."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        emb = self.model.embed(x)
+        return self.model.head(emb), emb
+
+
+def train_step(net, batch, criterion, attack, struct_loss, s, autocast):
+    """One batch's objective: L(X), or ALPHA*L(X) + BETA*L(X_adv) + STRUCT_LAMBDA*L_s."""
+    x, y = batch
+    if attack is None:
+        with autocast:
+            logits, _ = net(x)
+            return criterion(logits, y), logits, None
+    x_adv = attack(x, y)
+    with autocast:
+        (logits, emb), (logits_adv, emb_adv) = net(x), net(x_adv)
+        structure = struct_loss(emb, emb_adv)
+        loss = (s["ALPHA"] * criterion(logits, y) + s["BETA"] * criterion(logits_adv, y)
+                + s["STRUCT_LAMBDA"] * structure)
+    return loss, logits, structure
+
+
+def weights_digest(model):
+    h = hashlib.sha1()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_log(path, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def main(argv):
+    s, extra = parse_settings(settings_of(globals()), argv, PRESETS)
+    if extra:
+        raise UserError(f"unexpected argument {extra[0]!r}; settings are given as --name=value")
+    check_settings(s)
+
+    # ---- processes and device: torchrun sets RANK/WORLD_SIZE, a plain run is rank 0 of 1 ----
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
+    device = s["DEVICE"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device={device} but no CUDA device is available")
+    if distributed:
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    is_main = rank == 0
+    say = print if is_main else (lambda *a, **k: None)
+    on_cuda = device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext()
+    memory_format = torch.channels_last if on_cuda and s["CHANNELS_LAST"] else torch.preserve_format
+
+    # ---- data, model, losses --------------------------------------------------------------------
+    train_set = get_dataset(s["DATASET"], train=True, root=s["DATA_DIR"])
+    test_set = get_dataset(s["DATASET"], train=False, root=s["DATA_DIR"])
+    channels, size, num_classes = dataset_info(s["DATASET"])
+    do_augment = s["AUGMENT"] and s["DATASET"] not in MNIST_FAMILY
+    flip = DATASETS[s["DATASET"]][3]
+    torch.manual_seed(s["SEED"])
+    model = build_model(s["MODEL"], channels, size, num_classes).to(device, memory_format=memory_format)
+    net = WithEmbedding(model)
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device] if on_cuda else None)
+    attack = make_attack(model, s)
+    struct_loss = SpatialStructureLoss()
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=s["SEED"], drop_last=False)
+    meta = dict(dataset=s["DATASET"], model=s["MODEL"], num_classes=num_classes,
+                in_channels=channels, image_size=size, settings=s)
+    phases = [("warmup", s["WARMUP_EPOCHS"], "ce"), ("main", s["EPOCHS"], s["LOSS"])]
+    os.makedirs(s["OUT_DIR"], exist_ok=True)
+    last_path = os.path.join(s["OUT_DIR"], "last.pt")
+
+    # ---- resume: weights, optimiser, schedule, epoch, phase and random state from last.pt -------
+    start_phase, start_epoch, resume_state, log_rows = 0, 0, None, []
+    if s["RESUME"]:
+        if not os.path.exists(last_path):
+            raise UserError(f"--resume=true but there is nothing to resume: {last_path} does not exist")
+        resume_state = load_checkpoint(last_path)
+        old = resume_state["meta"]
+        if (old["dataset"], old["model"]) != (s["DATASET"], s["MODEL"]):
+            raise UserError(f"{last_path}: made for {old['model']} on {old['dataset']}, "
+                            f"not {s['MODEL']} on {s['DATASET']}")
+        load_weights(model, resume_state["model"], last_path, old)
+        start_phase, start_epoch = old["phase_index"], old["epoch"]
+        log_rows = resume_state["log"]
+        torch.set_rng_state(resume_state["rng_cpu"])
+        if on_cuda and resume_state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
+        say(f"resuming {last_path}: phase {phases[start_phase][0]}, {start_epoch} epochs done")
+
+    epochs_before = [0, s["WARMUP_EPOCHS"]]  # epoch ids run on across phases (shuffling seeds)
+    for phase_index in range(start_phase, len(phases)):
+        phase, n_epochs, loss_name = phases[phase_index]
+        criterion = phase_loss(loss_name, s)
+        optimizer = torch.optim.Adam(model.parameters(), lr=s["LR"], weight_decay=s["WEIGHT_DECAY"])
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, s["MILESTONES"], s["GAMMA"])
+        first = 0
+        if resume_state is not None and phase_index == start_phase:
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            first = start_epoch
+        if n_epochs:
+            say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
+                + (f" + {s['ADV_TRAIN']} adversarial training, lambda {s['STRUCT_LAMBDA']}"
+                   if attack else "") + f", {s['MODEL']} on {s['DATASET']}, {device}, {world} process(es)")
+        for epoch in range(first, n_epochs):
+            t0 = time.time()
+            epoch_id = epochs_before[phase_index] + epoch
+            sampler.set_epoch(epoch_id)
+            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+            batches = order.split(s["BATCH_SIZE"])
+            if len(batches) > 1 and len(batches[-1]) < s["BATCH_SIZE"]:
+                batches = batches[:-1]  # equal batches (BatchNorm cannot train on one sample)
+            gen = torch.Generator().manual_seed(s["SEED"] * 1_000_003 + epoch_id * 101 + rank)
+            model.train()
+            sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct, n, structure*n
+            bar = tqdm(batches, desc=f"{phase} {epoch + 1}/{n_epochs}", leave=False,
+                       disable=not (is_main and sys.stderr.isatty()))
+            for b, index in enumerate(bar):
+                x, y = train_set.batch(index, device)
+                if do_augment:
+                    x = augment(x, gen, flip)
+                x = x.contiguous(memory_format=memory_format)
+                loss, logits, structure = train_step(net, (x, y), criterion, attack, struct_loss, s, autocast)
+                if not torch.isfinite(loss):
+                    raise UserError(f"the loss became {loss.item()} in phase {phase}, epoch {epoch + 1}, "
+                                    f"batch {b + 1}; {last_path} holds the state before this epoch")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n = len(y)
+                sums += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n,
+                                      0.0 if structure is None else structure.item() * n],
+                                     dtype=torch.float64)
+                bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}")
+            if distributed:  # statistics over all processes
+                dist.all_reduce(sums)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            test_acc, gap = evaluate(model, test_set, device)
+            row = dict(phase=phase, epoch=epoch + 1, train_loss=round(sums[0].item() / sums[2].item(), 6),
+                       train_acc=round(sums[1].item() / sums[2].item(), 6), test_acc=round(test_acc, 6),
+                       prob_gap=round(gap, 6), lr=lr, seconds=round(time.time() - t0, 2),
+                       struct_loss=float(f"{sums[3].item() / sums[2].item():.6g}") if attack else "")
+            log_rows.append(row)
+            say(f"{phase:6s} epoch {epoch + 1:3d}/{n_epochs}  loss {row['train_loss']:.4f}  "
+                f"train {100 * row['train_acc']:5.2f}%  test {100 * test_acc:5.2f}%  gap {gap:.3f}  "
+                f"lr {lr:.2g}" + (f"  L_s {row['struct_loss']:.4f}" if attack else "")
+                + f"  {row['seconds']:.1f}s")
+            if is_main:
+                save_checkpoint(last_path, model, dict(meta, phase=phase, phase_index=phase_index,
+                                                       epoch=epoch + 1),
+                                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                rng_cpu=torch.get_rng_state(),
+                                rng_cuda=torch.cuda.get_rng_state(device) if on_cuda else None,
+                                log=log_rows)
+                write_log(os.path.join(s["OUT_DIR"], "log.csv"), log_rows)
+        if is_main:
+            name = "ce_warmup.pt" if phase == "warmup" else "final.pt"
+            save_checkpoint(os.path.join(s["OUT_DIR"], name), model,
+                            dict(meta, phase=phase, phase_index=phase_index, epoch=n_epochs))
+
+    if distributed:  # every rank must hold the same weights
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(model))
+        if len(set(digests)) != 1:
+            raise UserError(f"ranks ended with different weights: {digests}")
+        say(f"all {world} ranks hold identical weights (sha1 {digests[0][:12]})")
+        dist.destroy_process_group()
+    say(f"checkpoints and log.csv written to {s['OUT_DIR']}/ (ce_warmup.pt, final.pt, last.pt)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
