@@ -8,7 +8,8 @@ class UserError(Exception):
     """Bad input from the user: printed as one line ("error: ...") and exit status 2."""
 
 
-def _parse(name, text, like):
+def parse_value(name, text, like):
+    """Parse `text` to the type of `like` (bool, int, float, str, or a comma list of those)."""
     try:
         if isinstance(like, bool):
             low = text.strip().lower()
@@ -24,7 +25,7 @@ def _parse(name, text, like):
         if isinstance(like, (list, tuple)):
             item = like[0] if like else ""
             parts = [p for p in text.split(",") if p.strip()]
-            return type(like)(_parse(name, p.strip(), item) for p in parts)
+            return type(like)(parse_value(name, p.strip(), item) for p in parts)
         return text
     except (ValueError, ZeroDivisionError):
         kind = type(like).__name__ if not isinstance(like, (list, tuple)) else \
@@ -59,7 +60,7 @@ def parse_settings(defaults, argv, presets=None):
         if key not in defaults or name != name.lower():
             known = ", ".join(k.lower() for k in defaults)
             raise UserError(f"unknown setting --{name}; settings: {known}")
-        settings[key] = _parse(key, value, defaults[key])
+        settings[key] = parse_value(key, value, defaults[key])
     return settings, positional
 
 
