@@ -1,0 +1,245 @@
+"""Draw the paper's three figures from a cross-entropy and a PC checkpoint of the same dataset.
+
+    python make_figures.py --ce=runs/repro/ce/final.pt --pc=runs/repro/pclc/final.pt
+
+Writes into OUT_DIR, named after the dataset and model (e.g. fashion-mnist-lenet5-*):
+  *-motivation.png  per attack and eps: new successful attacks on the CE model (line, right axis)
+                    and the share landing on the clean prediction's 2nd..5th class (bars, left axis)
+  *-effect.png      mean probability gap p_y - max_{j != y} p_j, CE vs PC, and a t-SNE of each
+  *-tsne.png        t-SNE, CE and PC, clean test images alone and with their successful FGSM attacks
+  *-figures.md / *-motivation.csv   the numbers behind the pictures
+"""
+import os
+import sys
+import time
+
+import torch
+
+from checkpoints import load_checkpoint, model_from_checkpoint
+from cli import UserError, parse_settings, parse_value, run, settings_of
+from data import MNIST_FAMILY, get_dataset
+from metrics import predict, probability_gap
+
+# ---- settings: edit them here, or override any as --name=value ------------------------------
+CE = ""                        # checkpoint trained with cross-entropy (required)
+PC = ""                        # checkpoint trained with PC (+ LC) (required)
+OUT_DIR = "Figures"            # where the PNGs and their numbers go
+N_MOTIVATION = 1000            # test images attacked for the motivation figure
+N_TSNE = 1000                  # test images in each t-SNE
+FGSM_EPS = "auto"              # motivation grid for FGSM; auto: 0.01..0.1 (MNIST family), 0.003..0.03
+MIM_EPS = "auto"               # motivation grid for MIM;  auto: 0.005..0.05 (MNIST family), 0.001..0.01
+TSNE_EPS = 0.0                 # FGSM eps of the t-SNE attack panels; 0: 0.1 (MNIST family), 8/255
+DATA_DIR = ""                  # "" : the DATA_DIR the checkpoints were trained with
+SEED = 0                       # subsets, attacks and t-SNE
+DEVICE = "auto"
+# -------------------------------------------------------------------------------------------------
+
+RANKS = (2, 3, 4, 5)
+
+
+def say(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def grid(text, dataset, mnist_default, other_default):
+    if text != "auto":
+        return parse_value("EPS", text, [0.0])
+    start, stop = mnist_default if dataset in MNIST_FAMILY else other_default
+    return [round(start * k, 6) for k in range(1, int(round(stop / start)) + 1)]
+
+
+def new_attack_ranks(clean_logits, labels, adv_preds):
+    """Motivation statistics. adv_preds: [(eps, predictions on the attacked images)], eps ascending.
+
+    For each eps: `new`, the samples correct on clean input and first fooled at this eps; and the
+    share of them whose adversarial prediction is the clean prediction's 2nd, 3rd, 4th, 5th most
+    probable class (`other`: lower ranks). Returns a list of dicts, one per eps."""
+    order = clean_logits.argsort(dim=1, descending=True)            # classes by clean probability
+    rank_of = torch.empty_like(order)
+    rank_of.scatter_(1, order, torch.arange(1, order.shape[1] + 1).expand_as(order))
+    fooled_before = clean_logits.argmax(1) != labels                 # wrong already: never "new"
+    rows = []
+    for eps, pred in adv_preds:
+        fooled = pred != labels
+        new = fooled & ~fooled_before
+        ranks = rank_of.gather(1, pred.view(-1, 1)).squeeze(1)[new]
+        count = int(new.sum())
+        row = {"eps": eps, "new": count}
+        for r in RANKS:
+            row[f"rank{r}"] = float((ranks == r).sum()) / count if count else 0.0
+        row["other"] = float((ranks > RANKS[-1]).sum()) / count if count else 0.0
+        rows.append(row)
+        fooled_before |= fooled
+    return rows
+
+
+def attack_predictions(model, dataset, index, attack, eps_list, device):
+    """[(eps, predictions)] of `attack` (fgsm or mim, torchattacks, released settings)."""
+    import torchattacks as ta
+    x, y = dataset.batch(index, device)
+    out = []
+    for eps in eps_list:
+        torch.manual_seed(0)
+        atk = ta.FGSM(model, eps=eps) if attack == "fgsm" else \
+            ta.MIFGSM(model, eps=eps, alpha=eps / 10, steps=10, decay=1.0)
+        adv = torch.cat([atk(xb, yb) for xb, yb in zip(x.split(500), y.split(500))])
+        with torch.no_grad():
+            out.append((eps, model(adv).argmax(1).cpu()))
+    return out
+
+
+def plot_motivation(stats, title, path):
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(stats), figsize=(6.2 * len(stats), 3.8), squeeze=False)
+    colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#999999"]
+    for ax, (attack, rows) in zip(axes[0], stats.items()):
+        xs = range(len(rows))
+        bottom = [0.0] * len(rows)
+        for key, color in zip([f"rank{r}" for r in RANKS] + ["other"], colors):
+            vals = [100 * r[key] for r in rows]
+            label = "lower" if key == "other" else f"{key[4:]}{'nd' if key == 'rank2' else 'rd' if key == 'rank3' else 'th'}"
+            ax.bar(xs, vals, bottom=bottom, color=color, label=label, width=0.7)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(list(xs), [f"{r['eps']:g}" for r in rows], rotation=45, fontsize=7)
+        ax.set_xlabel("eps")
+        ax.set_ylabel("share of new successful attacks (%)")
+        ax.set_ylim(0, 100)
+        right = ax.twinx()
+        right.plot(list(xs), [r["new"] for r in rows], color="black", marker="o")
+        right.set_ylabel("new successful attacks (count)")
+        ax.set_title(f"{attack.upper()} on {title}")
+        ax.legend(title="class rank", fontsize=7, title_fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.16, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def tsne(points, seed):
+    from sklearn.manifold import TSNE
+    return TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(points.numpy())
+
+
+@torch.no_grad()
+def embeddings(model, x, device):
+    model.eval()
+    return torch.cat([model.embed(b.to(device)).float().cpu() for b in x.split(500)])
+
+
+def scatter(ax, xy, labels, marker="o", size=4, alpha=0.7):
+    import matplotlib.pyplot as plt
+    ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=plt.get_cmap("tab10"), vmin=0, vmax=9,
+               s=size, marker=marker, alpha=alpha, linewidths=0.6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def main(argv):
+    s, extra = parse_settings(settings_of(globals()), argv)
+    if extra or not s["CE"] or not s["PC"]:
+        raise UserError("give both checkpoints: python make_figures.py --ce=CE.pt --pc=PC.pt")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    states = {"CE": load_checkpoint(s["CE"]), "PC": load_checkpoint(s["PC"])}
+    metas = {k: st["meta"] for k, st in states.items()}
+    if metas["CE"]["dataset"] != metas["PC"]["dataset"]:
+        raise UserError(f"the checkpoints are of different datasets: {metas['CE']['dataset']} "
+                        f"and {metas['PC']['dataset']}")
+    dataset = metas["CE"]["dataset"]
+    device = s["DEVICE"] if s["DEVICE"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    models = {k: model_from_checkpoint(st, s[k]).to(device).eval() for k, st in states.items()}
+    test_set = get_dataset(dataset, False, s["DATA_DIR"] or metas["CE"]["settings"].get("DATA_DIR", "./data"))
+    prefix = os.path.join(s["OUT_DIR"], f"{dataset}-{metas['CE']['model']}")
+    title = f"{dataset} {metas['CE']['model']}"
+    os.makedirs(s["OUT_DIR"], exist_ok=True)
+    gen = torch.Generator().manual_seed(s["SEED"])
+    perm = torch.randperm(len(test_set), generator=gen)
+    steps = 7
+
+    # 1. motivation: where do the new successful attacks on the CE model land?
+    index = perm[:s["N_MOTIVATION"]].sort().values
+    clean_logits = predict(models["CE"], test_set, device, index=index)
+    labels = test_set.labels[index]
+    grids = {"fgsm": grid(s["FGSM_EPS"], dataset, (0.01, 0.1), (0.003, 0.03)),
+             "mim": grid(s["MIM_EPS"], dataset, (0.005, 0.05), (0.001, 0.01))}
+    stats = {}
+    for i, (attack, eps_list) in enumerate(grids.items(), 1):
+        say(f"step {i}/{steps}: {attack.upper()} on the CE model at {len(eps_list)} eps, {len(index)} images")
+        preds = attack_predictions(models["CE"], test_set, index, attack, eps_list, device)
+        stats[attack] = new_attack_ranks(clean_logits, labels, preds)
+    plot_motivation(stats, title, f"{prefix}-motivation.png")
+    import pandas as pd
+    pd.concat([pd.DataFrame(rows).assign(attack=a) for a, rows in stats.items()]).to_csv(
+        f"{prefix}-motivation.csv", index=False)
+
+    # 2. effect: probability gaps on the whole test set, and t-SNE of the embeddings
+    say("step 3/7: probability gaps on the whole test set")
+    gaps = {k: probability_gap(predict(m, test_set, device), test_set.labels).mean().item()
+            for k, m in models.items()}
+    accs = {k: (predict(m, test_set, device).argmax(1) == test_set.labels).float().mean().item()
+            for k, m in models.items()}
+    t_index = perm[:s["N_TSNE"]].sort().values
+    x, y = test_set.batch(t_index, device)
+    clean_xy = {}
+    for i, k in enumerate(models, 4):
+        say(f"step {i}/{steps}: t-SNE of {len(t_index)} clean {k} embeddings")
+        clean_xy[k] = tsne(embeddings(models[k], x, device), s["SEED"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    bars = axes[0].bar(list(gaps), list(gaps.values()), color=["#7f7f7f", "#1f77b4"])
+    for bar, value in zip(bars, gaps.values()):
+        axes[0].text(bar.get_x() + bar.get_width() / 2, value, f"{value:.3f}", ha="center", va="bottom")
+    axes[0].set_ylabel("mean p_y - max_{j != y} p_j")
+    axes[0].set_title(f"probability gap, {title}")
+    for ax, k in zip(axes[1:], models):
+        scatter(ax, clean_xy[k], y.cpu())
+        ax.set_title(f"t-SNE of the embedding, {k}")
+    fig.tight_layout()
+    fig.savefig(f"{prefix}-effect.png", dpi=130)
+    plt.close(fig)
+
+    # 3. four-panel t-SNE: clean alone, and clean with their successful FGSM attacks
+    import torchattacks as ta
+    eps = s["TSNE_EPS"] or (0.1 if dataset in MNIST_FAMILY else 8 / 255)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 9))
+    fooled_counts = {}
+    for i, k in enumerate(models, 6):
+        model = models[k]
+        adv = ta.FGSM(model, eps=eps)(x, y)
+        with torch.no_grad():
+            ok = (model(x).argmax(1) == y) & (model(adv).argmax(1) != y)
+        fooled_counts[k] = int(ok.sum())
+        say(f"step {i}/{steps}: t-SNE of {k} clean + {fooled_counts[k]} successful FGSM attacks (eps {eps:g})")
+        both = tsne(torch.cat([embeddings(model, x, device), embeddings(model, adv[ok], device)]), s["SEED"])
+        row = 0 if k == "CE" else 1
+        scatter(axes[row][0], clean_xy[k], y.cpu())
+        axes[row][0].set_title(f"{k}: clean test images")
+        scatter(axes[row][1], both[:len(x)], y.cpu(), size=3, alpha=0.35)
+        scatter(axes[row][1], both[len(x):], y[ok].cpu(), marker="x", size=14, alpha=0.9)
+        axes[row][1].set_title(f"{k}: clean (dots) + successful FGSM eps {eps:g} (crosses)")
+    fig.suptitle(f"t-SNE of the penultimate layer, {title}")
+    fig.tight_layout()
+    fig.savefig(f"{prefix}-tsne.png", dpi=130)
+    plt.close(fig)
+
+    lines = [f"# Figures for {title}", "",
+             f"Checkpoints: CE `{s['CE']}`, PC `{s['PC']}`.", "",
+             "| model | clean accuracy | mean probability gap |", "|---|---|---|"]
+    lines += [f"| {k} | {100 * accs[k]:.2f}% | {gaps[k]:.4f} |" for k in models]
+    lines += ["", f"Motivation (CE model, {len(index)} test images): new successful attacks per eps "
+              "and the share landing on the clean prediction's k-th most probable class.", "",
+              "| attack | eps | new | 2nd | 3rd | 4th | 5th | lower |", "|---|---|---|---|---|---|---|---|"]
+    for attack, rows in stats.items():
+        lines += [f"| {attack} | {r['eps']:g} | {r['new']} | " +
+                  " | ".join(f"{100 * r[key]:.1f}%" for key in ("rank2", "rank3", "rank4", "rank5", "other"))
+                  + " |" for r in rows]
+    lines += ["", f"t-SNE panels: successful FGSM (eps {eps:g}) attacks among {len(t_index)} images: " +
+              ", ".join(f"{k} {v}" for k, v in fooled_counts.items()), ""]
+    with open(f"{prefix}-figures.md", "w") as f:
+        f.write("\n".join(lines))
+    say(f"written: {prefix}-motivation.png, -effect.png, -tsne.png, -figures.md, -motivation.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
