@@ -1,0 +1,295 @@
+"""What the losses, the training loop and the attacks cost, as ratios measured in the same run.
+
+    python bench.py            # the full measurement (a few minutes on a 2-core CPU)
+    python bench.py --quick    # a smoke run: every figure, few repetitions (used by the tests)
+
+Each figure pairs two ways of doing the same work, alternating them in every repetition after a
+warm-up, and reports the median ratio with its spread (min..max over repetitions). Targets are
+checked here, never in the test suite; a missed target is printed as MISS and kept in the file.
+Writes OUT (JSON) and prints a table.
+"""
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+from cli import UserError, parse_settings, run, settings_of
+
+# ---- settings: edit them here, or override any as --name=value ------------------------------
+REPEATS = 5                   # measured repetitions of every pair (after one warm-up)
+OUT = "results/bench.json"    # where the figures are written
+SEED = 0
+# -------------------------------------------------------------------------------------------------
+
+
+def paired(fn_a, fn_b, repeats):
+    """Time fn_a and fn_b alternately; returns medians, and the median and spread of b/a."""
+    fn_a(), fn_b()  # warm-up
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, acc in ((fn_a, ta), (fn_b, tb)):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    ratios = [b / a for a, b in zip(ta, tb)]
+    return dict(a_s=statistics.median(ta), b_s=statistics.median(tb), ratio=statistics.median(ratios),
+                spread=[min(ratios), max(ratios)], repeats=repeats)
+
+
+def figure(value, target, kind, what, **extra):
+    met = value <= target if kind == "max" else value >= target
+    return dict(value=round(value, 4), target=target, target_is=kind, met=met, what=what, **extra)
+
+
+def loss_cost(repeats, quick):
+    from hard_margin_loss import PCLoss
+    from margin_loss_soft_logit import LogitConstraintLoss
+    ce, pc, lc = nn.CrossEntropyLoss(), PCLoss(), LogitConstraintLoss()
+    out = {}
+    inner = 20 if quick else 200
+    for k in (10, 100, 200):
+        logits = torch.randn(256, k, requires_grad=True)
+        y = torch.randint(0, k, (256,))
+
+        def run_ce():
+            for _ in range(inner):
+                ce(logits, y).backward()
+
+        def run_pclc():
+            for _ in range(inner):
+                (pc(logits, y) + 0.05 * lc(logits, y)).backward()
+
+        r = paired(run_ce, run_pclc, repeats)
+        out[f"loss_cost_k{k}"] = figure(r["ratio"], 3.0, "max",
+                                        f"PC+LC forward+backward / CE, batch 256, K={k}", **r)
+    return out
+
+
+def lenet_and_data(batch_size=128):
+    from data import get_dataset
+    from models import build_model
+    train = get_dataset("fashion-mnist", True, "./data")
+    torch.manual_seed(SEED)
+    return build_model("lenet5", 1, 28, 10), train
+
+
+def train_step_cost(repeats, quick):
+    import vgg_training
+    model, train = lenet_and_data()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x, y = train.batch(torch.arange(128))
+    losses = {name: vgg_training.phase_loss(name, dict(MARGIN=0.995, LC_WEIGHT=0.05)) for name in ("ce", "pclc")}
+    steps = 5 if quick else 30
+
+    def steps_with(name):
+        def go():
+            for _ in range(steps):
+                opt.zero_grad()
+                losses[name](model(x), y).backward()
+                opt.step()
+        return go
+
+    r = paired(steps_with("ce"), steps_with("pclc"), repeats)
+    return {"train_step": figure(r["ratio"], 1.05, "max",
+                                 "LeNet-5 training step on Fashion-MNIST (batch 128), PC+LC / CE", **r)}
+
+
+def pipeline_cost(repeats, quick):
+    """The project's in-memory data path vs torchvision's standard per-sample pipeline, and vs
+    pure compute on batches already in memory: the same model, batch size and step count."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+    from data import DEBIAN_FASHION_MNIST
+    import gzip
+    import shutil
+    model, train = lenet_and_data()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    steps = 30 if quick else len(train) // 128
+    root = tempfile.mkdtemp(prefix="bench-fmnist-")
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    os.makedirs(raw)
+    for name in os.listdir(DEBIAN_FASHION_MNIST):  # torchvision reads the decompressed IDX files
+        with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, name)) as src, \
+                open(os.path.join(raw, name[:-3]), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    tv_set = datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor(), download=False)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    def ours():
+        order = torch.randperm(len(train))
+        for index in order.split(128)[:steps]:
+            step(*train.batch(index))
+
+    ready = [train.batch(i) for i in torch.randperm(len(train)).split(128)[:steps]]
+
+    def compute_only():
+        for x, y in ready:
+            step(x, y)
+
+    def torchvision_with(workers):
+        def go():
+            loader = DataLoader(tv_set, batch_size=128, shuffle=True, num_workers=workers)
+            for i, (x, y) in enumerate(loader):
+                if i == steps:
+                    break
+                step(x, y)
+        return go
+
+    tv = {w: paired(ours, torchvision_with(w), max(1, repeats // 2)) for w in (0, 2)}
+    best = min(tv, key=lambda w: tv[w]["b_s"])
+    vs_tv = tv[best]
+    vs_compute = paired(compute_only, ours, repeats)
+    shutil.rmtree(root)
+    return {
+        "pipeline_vs_torchvision": figure(
+            1 / vs_tv["ratio"], 0.6, "max",
+            f"{steps} LeNet-5 steps fed by data.py / by torchvision FashionMNIST+ToTensor+DataLoader "
+            f"(best of 0 and 2 workers: {best})", ours_s=vs_tv["a_s"], torchvision_s=vs_tv["b_s"],
+            spread=[1 / vs_tv["spread"][1], 1 / vs_tv["spread"][0]],
+            torchvision_s_by_workers={w: tv[w]["b_s"] for w in tv}),
+        "pipeline_vs_compute": figure(
+            vs_compute["ratio"], 1.1, "max",
+            f"{steps} LeNet-5 steps fed by data.py / the same steps on batches already in memory",
+            compute_s=vs_compute["a_s"], ours_s=vs_compute["b_s"], spread=vs_compute["spread"]),
+    }
+
+
+def attack_throughput(repeats, quick):
+    import torchattacks
+    import adv_testing
+    from data import get_dataset
+    from models import build_model
+    test = get_dataset("fashion-mnist", False, "./data")
+    torch.manual_seed(SEED)
+    model = build_model("lenet5", 1, 28, 10).eval()
+    n = 200 if quick else 2000
+    index = torch.arange(n)
+    settings = dict(adv_testing.settings_of(vars(adv_testing)), BATCH_SIZE=500)
+
+    def ours():
+        adv_testing.run_attacks(model, test, index, ["pgd"], [0.1], settings, "cpu")
+
+    def bare():
+        torch.manual_seed(SEED)
+        attack = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=True)
+        for chunk in index.split(500):
+            x, y = test.batch(chunk)
+            with torch.no_grad():
+                (model(attack(x, y)).argmax(1) == y).float().mean()
+
+    r = paired(bare, ours, max(1, repeats // 2) if not quick else 1)
+    return {"attack_throughput": figure(
+        1 / r["ratio"], 0.95, "min", f"adv_testing.py PGD-10 images/s / bare torchattacks loop, {n} images",
+        ours_images_per_s=n / r["b_s"], bare_images_per_s=n / r["a_s"],
+        spread=[1 / r["spread"][1], 1 / r["spread"][0]])}
+
+
+def memory(quick):
+    args = ["--dataset=digits", "--warmup_epochs=1", "--epochs=1"] if quick else []
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([sys.executable, "vgg_training.py", f"--out_dir={out}", *args], check=True,
+                       capture_output=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    what = "peak resident memory of " + ("a 1+1 epoch digits run" if quick else
+                                          "the default training run (python vgg_training.py)")
+    result = {"memory_train_rss_mib": dict(value=round(peak_mib, 1), what=what, target=None, met=None)}
+    result["memory_gpu_mib"] = dict(value=None, target=None, met=None,
+                                    what="peak GPU memory: no CUDA device in this run") \
+        if not torch.cuda.is_available() else gpu_memory()
+    return result
+
+
+def gpu_memory():
+    torch.cuda.reset_peak_memory_stats()
+    model, train = lenet_and_data()
+    model = model.cuda()
+    x, y = train.batch(torch.arange(128), "cuda")
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    return dict(value=round(torch.cuda.max_memory_allocated() / 2 ** 20, 1), target=None, met=None,
+                what="peak GPU memory of a LeNet-5 training step, batch 128")
+
+
+def gpu_speed(repeats, quick):
+    if not torch.cuda.is_available():
+        return {"gpu_bf16_channels_last": dict(value=None, target=1.5, target_is="min", met=None,
+                                               what="VGG-13 32 px, bf16 autocast + channels_last vs "
+                                                    "fp32: skipped, no CUDA device in this run")}
+    from models import build_model
+    torch.manual_seed(SEED)
+    batch = 256
+    x, y = torch.rand(batch, 3, 32, 32, device="cuda"), torch.randint(0, 10, (batch,), device="cuda")
+    fp32 = build_model("vgg13", 3, 32, 10).cuda()
+    fast = build_model("vgg13", 3, 32, 10).cuda().to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    steps = 5 if quick else 30
+
+    def train(model, inp, amp):
+        opt = torch.optim.SGD(model.parameters(), 0.01)
+
+        def go():
+            for _ in range(steps):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    loss = nn.functional.cross_entropy(model(inp), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            torch.cuda.synchronize()
+        return go
+
+    r = paired(train(fp32, x, False), train(fast, xc, True), repeats)
+    return {"gpu_bf16_channels_last": figure(
+        1 / r["ratio"], 1.5, "min", f"VGG-13 32 px training images/s, bf16+channels_last / fp32 on "
+        f"{torch.cuda.get_device_name()}", fp32_images_per_s=steps * batch / r["a_s"],
+        fast_images_per_s=steps * batch / r["b_s"], spread=[1 / r["spread"][1], 1 / r["spread"][0]])}
+
+
+def main(argv):
+    quick = "--quick" in argv
+    s, extra = parse_settings(settings_of(globals()), [a for a in argv if a != "--quick"])
+    if extra:
+        raise UserError(f"unexpected argument {extra[0]!r}")
+    repeats = 1 if quick else s["REPEATS"]
+    torch.manual_seed(s["SEED"])
+    figures = {}
+    # memory first: the peak of child processes would otherwise include DataLoader workers
+    for name, fn in (("memory", lambda: memory(quick)),
+                     ("loss cost", lambda: loss_cost(repeats, quick)),
+                     ("training step", lambda: train_step_cost(repeats, quick)),
+                     ("input pipeline", lambda: pipeline_cost(repeats, quick)),
+                     ("attack throughput", lambda: attack_throughput(repeats, quick)),
+                     ("GPU", lambda: gpu_speed(repeats, quick))):
+        print(f"measuring {name} ...", flush=True)
+        figures.update(fn())
+    info = dict(quick=quick, repeats=repeats, torch=torch.__version__, threads=torch.get_num_threads(),
+                cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                date=time.strftime("%Y-%m-%d %H:%M"))
+    os.makedirs(os.path.dirname(os.path.abspath(s["OUT"])), exist_ok=True)
+    with open(s["OUT"], "w") as f:
+        json.dump(dict(machine=info, figures=figures), f, indent=2)
+    print(f"\n{'figure':26s} {'value':>9s} {'target':>9s}  verdict  spread")
+    for name, fig in figures.items():
+        value = "n/a" if fig["value"] is None else f"{fig['value']:.3f}"
+        target = "-" if fig["target"] is None else ("<= " if fig.get("target_is") == "max" else ">= ") + f"{fig['target']}"
+        verdict = {True: "ok", False: "MISS", None: "-"}[fig["met"]]
+        spread = "" if "spread" not in fig else f"{fig['spread'][0]:.3f}..{fig['spread'][1]:.3f}"
+        print(f"{name:26s} {value:>9s} {target:>9s}  {verdict:7s}  {spread}   {fig['what']}")
+    print(f"\nwritten: {s['OUT']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
