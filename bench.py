@@ -187,8 +187,9 @@ def attack_throughput(repeats, quick):
         attack = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=True)
         for chunk in index.split(500):
             x, y = test.batch(chunk)
+            adv = attack(x, y)
             with torch.no_grad():
-                (model(attack(x, y)).argmax(1) == y).float().mean()
+                (model(adv).argmax(1) == y).float().mean()
 
     r = paired(bare, ours, max(1, repeats // 2) if not quick else 1)
     return {"attack_throughput": figure(
@@ -271,8 +272,10 @@ def main(argv):
                      ("input pipeline", lambda: pipeline_cost(repeats, quick)),
                      ("attack throughput", lambda: attack_throughput(repeats, quick)),
                      ("GPU", lambda: gpu_speed(repeats, quick))):
-        print(f"measuring {name} ...", flush=True)
+        start = time.perf_counter()
+        print(f"measuring {name} ...", end=" ", flush=True)
         figures.update(fn())
+        print(f"{time.perf_counter() - start:.0f} s", flush=True)
     info = dict(quick=quick, repeats=repeats, torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,

@@ -41,9 +41,10 @@ def _check_inputs(logits, target, reduction):
         raise ValueError(f"logits and target have different batch sizes: "
                          f"{logits.shape[0]} and {target.shape[0]}")
     num_classes = logits.shape[1]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"target holds a label outside [0, {num_classes}): "
-                         f"min {int(target.min())}, max {int(target.max())}")
+    if target.numel():
+        low, high = (int(v) for v in torch.aminmax(target))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"target holds a label outside [0, {num_classes}): min {low}, max {high}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
@@ -64,11 +65,10 @@ def pc_loss(logits, target, xi=0.995, reduction="mean"):
     _check_inputs(logits, target, reduction)
     batch, num_classes = logits.shape
     work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    index = target.long().view(-1, 1)
     prob = torch.softmax(work, dim=1)
-    is_true = torch.zeros_like(prob, dtype=torch.bool).scatter_(1, target.long().view(-1, 1), True)
-    prob_true = prob.gather(1, target.long().view(-1, 1))
-    hinge = torch.clamp_min(xi + prob - prob_true, 0.0)
-    hinge = torch.where(is_true, torch.zeros_like(hinge), hinge)  # exact: j = y_i never counts
+    hinge = torch.clamp_min(xi + prob - prob.gather(1, index), 0.0)
+    hinge = hinge.scatter(1, index, 0.0)  # exact: the j = y_i term never counts
     per_sample = hinge.sum(dim=1) / (num_classes - 1)
     if reduction == "none":
         out = per_sample

@@ -41,9 +41,10 @@ def _check_inputs(logits, target, reduction):
         raise ValueError(f"logits and target have different batch sizes: "
                          f"{logits.shape[0]} and {target.shape[0]}")
     num_classes = logits.shape[1]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"target holds a label outside [0, {num_classes}): "
-                         f"min {int(target.min())}, max {int(target.max())}")
+    if target.numel():
+        low, high = (int(v) for v in torch.aminmax(target))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"target holds a label outside [0, {num_classes}): min {low}, max {high}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
@@ -59,13 +60,10 @@ def logit_constraint_loss(logits, target, reduction="mean"):
     batch = logits.shape[0]
     work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     index = target.long().view(-1, 1)
-    is_true = torch.zeros_like(work, dtype=torch.bool).scatter_(1, index, True)
-    # -inf is representable in every float dtype, so the masked softmax is exact: w_{i,y_i} = 0.
-    weight = torch.softmax(work.masked_fill(is_true, float("-inf")), dim=1)
-    gap = work.gather(1, index) - work
-    hinge = torch.clamp_min(weight * gap, 0.0)
-    hinge = torch.where(is_true, torch.zeros_like(hinge), hinge)
-    per_sample = hinge.sum(dim=1)
+    # -inf is representable in every float dtype, so the masked softmax is exact: w_{i,y_i} = 0,
+    # and the true class's term is 0 * 0 = 0.
+    weight = torch.softmax(work.scatter(1, index, float("-inf")), dim=1)
+    per_sample = torch.clamp_min(weight * (work.gather(1, index) - work), 0.0).sum(dim=1)
     if reduction == "none":
         out = per_sample
     elif reduction == "sum":
