@@ -203,7 +203,7 @@ def main(argv):
     model = build_model(s["MODEL"], channels, size, num_classes).to(device, memory_format=memory_format)
     net = WithEmbedding(model)
     if distributed:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device] if on_cuda else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device)] if on_cuda else None)
     attack = make_attack(model, s)
     struct_loss = SpatialStructureLoss()
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
