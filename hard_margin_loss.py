@@ -67,16 +67,13 @@ def pc_loss(logits, target, xi=0.995, reduction="mean"):
     work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     index = target.long().view(-1, 1)
     prob = torch.softmax(work, dim=1)
-    hinge = torch.clamp_min(xi + prob - prob.gather(1, index), 0.0)
+    hinge = torch.relu(prob - (prob.gather(1, index) - xi))
     hinge = hinge.scatter(1, index, 0.0)  # exact: the j = y_i term never counts
-    per_sample = hinge.sum(dim=1) / (num_classes - 1)
     if reduction == "none":
-        out = per_sample
-    elif reduction == "sum":
-        out = per_sample.sum()
+        out = hinge.sum(dim=1) / (num_classes - 1)
     else:
-        out = per_sample.sum() / max(batch, 1)
-    return out.to(logits.dtype)
+        out = hinge.sum() / ((num_classes - 1) * (max(batch, 1) if reduction == "mean" else 1))
+    return out if out.dtype == logits.dtype else out.to(logits.dtype)
 
 
 class PCLoss(nn.Module):

@@ -63,14 +63,12 @@ def logit_constraint_loss(logits, target, reduction="mean"):
     # -inf is representable in every float dtype, so the masked softmax is exact: w_{i,y_i} = 0,
     # and the true class's term is 0 * 0 = 0.
     weight = torch.softmax(work.scatter(1, index, float("-inf")), dim=1)
-    per_sample = torch.clamp_min(weight * (work.gather(1, index) - work), 0.0).sum(dim=1)
+    hinge = torch.relu(weight * (work.gather(1, index) - work))
     if reduction == "none":
-        out = per_sample
-    elif reduction == "sum":
-        out = per_sample.sum()
+        out = hinge.sum(dim=1)
     else:
-        out = per_sample.sum() / max(batch, 1)
-    return out.to(logits.dtype)
+        out = hinge.sum() / (max(batch, 1) if reduction == "mean" else 1)
+    return out if out.dtype == logits.dtype else out.to(logits.dtype)
 
 
 class LogitConstraintLoss(nn.Module):
