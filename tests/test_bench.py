@@ -19,7 +19,6 @@ def test_bench_quick_writes_every_figure(tmp_path, root):
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(out.read_text())
-    assert list(data["figures"]) == [f for f in FIGURES if f in data["figures"]]
     assert set(data["figures"]) == set(FIGURES)
     for name, fig in data["figures"].items():
         assert {"value", "target", "met", "what"} <= set(fig), name
