@@ -15,10 +15,11 @@ import time
 
 import torch
 
+from adv_testing import STEPS, build_attack
 from checkpoints import load_checkpoint, model_from_checkpoint
 from cli import UserError, parse_settings, parse_value, run, settings_of
 from data import MNIST_FAMILY, get_dataset
-from metrics import predict, probability_gap
+from metrics import evaluate, predict
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 CE = ""                        # checkpoint trained with cross-entropy (required)
@@ -35,6 +36,7 @@ DEVICE = "auto"
 # -------------------------------------------------------------------------------------------------
 
 RANKS = (2, 3, 4, 5)
+ATTACK_SETTINGS = {"STEPS": STEPS}  # the released 10 steps of eps/10 for MIM
 
 
 def say(msg):
@@ -74,14 +76,12 @@ def new_attack_ranks(clean_logits, labels, adv_preds):
 
 
 def attack_predictions(model, dataset, index, attack, eps_list, device):
-    """[(eps, predictions)] of `attack` (fgsm or mim, torchattacks, released settings)."""
-    import torchattacks as ta
+    """[(eps, predictions)] of `attack` (adv_testing's attacks, released settings)."""
     x, y = dataset.batch(index, device)
     out = []
     for eps in eps_list:
         torch.manual_seed(0)
-        atk = ta.FGSM(model, eps=eps) if attack == "fgsm" else \
-            ta.MIFGSM(model, eps=eps, alpha=eps / 10, steps=10, decay=1.0)
+        atk = build_attack(attack, model, eps, dataset.num_classes, ATTACK_SETTINGS)
         adv = torch.cat([atk(xb, yb) for xb, yb in zip(x.split(500), y.split(500))])
         with torch.no_grad():
             out.append((eps, model(adv).argmax(1).cpu()))
@@ -175,10 +175,9 @@ def main(argv):
 
     # 2. effect: probability gaps on the whole test set, and t-SNE of the embeddings
     say("step 3/7: probability gaps on the whole test set")
-    gaps = {k: probability_gap(predict(m, test_set, device), test_set.labels).mean().item()
-            for k, m in models.items()}
-    accs = {k: (predict(m, test_set, device).argmax(1) == test_set.labels).float().mean().item()
-            for k, m in models.items()}
+    accs, gaps = {}, {}
+    for k, m in models.items():
+        accs[k], gaps[k] = evaluate(m, test_set, device)
     t_index = perm[:s["N_TSNE"]].sort().values
     x, y = test_set.batch(t_index, device)
     clean_xy = {}
@@ -199,13 +198,12 @@ def main(argv):
     plt.close(fig)
 
     # 3. four-panel t-SNE: clean alone, and clean with their successful FGSM attacks
-    import torchattacks as ta
     eps = s["TSNE_EPS"] or (0.1 if dataset in MNIST_FAMILY else 8 / 255)
     fig, axes = plt.subplots(2, 2, figsize=(10, 9))
     fooled_counts = {}
     for i, k in enumerate(models, 6):
         model = models[k]
-        adv = ta.FGSM(model, eps=eps)(x, y)
+        adv = build_attack("fgsm", model, eps, test_set.num_classes, ATTACK_SETTINGS)(x, y)
         with torch.no_grad():
             ok = (model(x).argmax(1) == y) & (model(adv).argmax(1) != y)
         fooled_counts[k] = int(ok.sum())
