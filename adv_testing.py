@@ -14,8 +14,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from checkpoints import load_checkpoint, model_from_checkpoint
-from cli import UserError, parse_settings, parse_value, run, settings_of
+from checkpoints import atomic_write, load_checkpoint, model_from_checkpoint
+from cli import UserError, parse_settings, parse_value, resolve_device, run, settings_of
 from data import MNIST_FAMILY, get_dataset
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
@@ -208,14 +208,11 @@ def write_outputs(rows, labels, checks, out):
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    for path, write in ((out, lambda p: frame.to_csv(p, index=False)),
-                        (base + ".md", lambda p: open(p, "w").write(text)),
-                        (base + ".png", lambda p: fig.savefig(p, dpi=130, format="png"))):
-        tmp = f"{path}.tmp{os.getpid()}"
-        write(tmp)
-        os.replace(tmp, path)
+    atomic_write(out, lambda f: f.write(frame.to_csv(index=False).encode()))
+    atomic_write(base + ".md", lambda f: f.write(text.encode()))
+    atomic_write(base + ".png", lambda f: fig.savefig(f, dpi=130, format="png"))
     plt.close(fig)
-    return table, text
+    return text
 
 
 def main(argv):
@@ -237,7 +234,7 @@ def main(argv):
         raise UserError(f"--eps={s['EPS']}: every eps must lie in (0, 1]")
     if not 0 < s["LARGE_EPS"] <= 1:
         raise UserError(f"--large_eps={s['LARGE_EPS']}: must lie in (0, 1]")
-    device = s["DEVICE"] if s["DEVICE"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(s["DEVICE"])
     models = [model_from_checkpoint(st, p).to(device) for p, st in zip(paths, states)]
     root = s["DATA_DIR"] or states[0]["meta"]["settings"].get("DATA_DIR", "./data")
     test_set = get_dataset(dataset_name, train=False, root=root)
@@ -261,7 +258,7 @@ def main(argv):
         rows.append((label, "pgd-large-eps", s["LARGE_EPS"], round(large_acc, 6), count))
     order = {a: i for i, a in enumerate(["clean"] + attacks + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
-    table, text = write_outputs(rows, labels, checks, s["OUT"])
+    text = write_outputs(rows, labels, checks, s["OUT"])
     print(text)
     base = os.path.splitext(s["OUT"])[0]
     print(f"written: {s['OUT']}, {base}.md, {base}.png")

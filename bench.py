@@ -73,7 +73,7 @@ def loss_cost(repeats, quick):
     return out
 
 
-def lenet_and_data(batch_size=128):
+def lenet_and_data():
     from data import get_dataset
     from models import build_model
     train = get_dataset("fashion-mnist", True, "./data")

@@ -16,21 +16,26 @@ from models import MODEL_NAMES, build_model
 FORMAT = "pc-loss-checkpoint/1"
 
 
-def save_checkpoint(path, model, meta, **extra):
-    """Write {"format", "meta", "model": weights, **extra} to `path` atomically: a temporary file
-    in the same folder, flushed to disk, then renamed over `path`."""
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    state = {"format": FORMAT, "meta": meta, "model": model.state_dict(), **extra}
+def atomic_write(path, write):
+    """Call write(f) on a temporary binary file beside `path`, flush it to disk, then rename it over
+    `path`: a crash at any moment leaves the previous file intact and no temporary file behind."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_checkpoint(path, model, meta, **extra):
+    """Write {"format", "meta", "model": weights, **extra} to `path` atomically."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {"format": FORMAT, "meta": meta, "model": model.state_dict(), **extra}
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu"):

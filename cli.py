@@ -71,6 +71,17 @@ def settings_of(namespace):
             if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str, list))}
 
 
+def resolve_device(name):
+    """DEVICE setting -> a torch device string: auto picks CUDA when present; asking for CUDA
+    without one is a UserError."""
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device={name} but no CUDA device is available")
+    return name
+
+
 def run(main, argv=None):
     """Call main(argv); a UserError becomes one line on stderr and exit status 2."""
     try:

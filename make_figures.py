@@ -17,7 +17,7 @@ import torch
 
 from adv_testing import STEPS, build_attack
 from checkpoints import load_checkpoint, model_from_checkpoint
-from cli import UserError, parse_settings, parse_value, run, settings_of
+from cli import UserError, parse_settings, parse_value, resolve_device, run, settings_of
 from data import MNIST_FAMILY, get_dataset
 from metrics import evaluate, predict
 
@@ -147,7 +147,7 @@ def main(argv):
         raise UserError(f"the checkpoints are of different datasets: {metas['CE']['dataset']} "
                         f"and {metas['PC']['dataset']}")
     dataset = metas["CE"]["dataset"]
-    device = s["DEVICE"] if s["DEVICE"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(s["DEVICE"])
     models = {k: model_from_checkpoint(st, s[k]).to(device).eval() for k, st in states.items()}
     test_set = get_dataset(dataset, False, s["DATA_DIR"] or metas["CE"]["settings"].get("DATA_DIR", "./data"))
     prefix = os.path.join(s["OUT_DIR"], f"{dataset}-{metas['CE']['model']}")

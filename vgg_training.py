@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import load_checkpoint, load_weights, save_checkpoint
-from cli import UserError, parse_settings, run, settings_of
+from checkpoints import atomic_write, load_checkpoint, load_weights, save_checkpoint
+from cli import UserError, parse_settings, resolve_device, run, settings_of
 from data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
 from hard_margin_loss import PCLoss
 from margin_loss_soft_logit import LogitConstraintLoss
@@ -162,10 +162,7 @@ def write_log(path, rows):
     writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def main(argv):
@@ -177,11 +174,7 @@ def main(argv):
     # ---- processes and device: torchrun sets RANK/WORLD_SIZE, a plain run is rank 0 of 1 ----
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
-    device = s["DEVICE"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device={device} but no CUDA device is available")
+    device = resolve_device(s["DEVICE"])
     if distributed:
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
