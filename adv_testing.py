@@ -1,31 +1,45 @@
 """Attack saved checkpoints side by side and report robust accuracy honestly: per attack and eps,
-the per-sample worst case over every attack, and the sanity checks that expose gradient masking.
+with a 95 % interval, the per-sample worst case over every attack, and the sanity checks that
+expose gradient masking and attacks too weak to trust.
 
     python adv_testing.py runs/default/ce_warmup.pt runs/default/final.pt
-    python adv_testing.py A.pt B.pt --attacks=fgsm,mim,pgd,square --eps=0.05,0.1 --n=1000
+    python adv_testing.py A.pt B.pt --attacks=released,autoattack --eps=0.05,0.1 --n=1000
 
-Writes OUT (CSV, long form: checkpoint, attack, eps, accuracy, n), OUT with .md (the table) and
-.png (accuracy against eps). Attacks come from torchattacks, with the released settings.
+The default runs the released notebook's attacks (FGSM, MIM, PGD, SPSA) and AutoAttack's four
+(APGD-CE, APGD-T, FAB-T, Square), each as its own row; `worst` is taken over all of them.
+Writes OUT (CSV, long form: checkpoint, attack, eps, accuracy, ci_low, ci_high, n), OUT with .md
+(the table, the checks, the pairwise comparisons) and .png (accuracy against eps).
 """
 import math
 import os
 import sys
+from collections import namedtuple
 
 import torch
+import torchattacks as ta
 from tqdm import tqdm
 
 from checkpoints import atomic_write, load_checkpoint, model_from_checkpoint
-from cli import UserError, parse_settings, parse_value, resolve_device, run, settings_of
+from cli import (DEVICE_RULE, WRITABLE_FILE, ANY_TEXT, UserError, check_settings, each,
+                 grid_or_auto, interval, one_of, parse_settings, parse_value, resolve_device, run,
+                 settings_of)
 from data import MNIST_FAMILY, get_dataset
+from metrics import mcnemar, wilson
 
-# ---- settings: edit them here, or override any as --name=value ------------------------------
-ATTACKS = ["fgsm", "mim", "pgd"]   # any of: fgsm mim pgd bim cw spsa square autoattack
+# ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
+ATTACKS = ["released", "autoattack"]  # attack and suite names: see ATTACK_TABLE and SUITES
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
-N = 0                              # test images to attack (0: all), a fixed random subset
+N = 0                              # test images for the cheap attacks (0: all), a fixed random subset
+N_STRONG = 1000                    # the first N_STRONG of those get every attack (0: all of them)
 BATCH_SIZE = 500                   # images per attack call
 STEPS = 10                         # mim / pgd / bim iterations, step size eps/STEPS (released)
-SQUARE_QUERIES = 1000              # queries of the Square attack
+APGD_STEPS = 100                   # apgd-ce, apgd-t iterations (AutoAttack standard: 100)
+APGD_RESTARTS = 1                  # apgd-ce, apgd-t restarts (standard: 1)
+FAB_STEPS = 100                    # fab-t iterations per target class (standard: 100)
+FAB_RESTARTS = 1                   # fab-t restarts (standard: 1)
+SQUARE_QUERIES = 5000              # queries of the Square attack (standard: 5000)
 SPSA_ITERS = 10                    # iterations of SPSA (128 samples each)
+CW_STEPS = 50                      # iterations of CW-L2
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
 DATA_DIR = ""                      # "" : the DATA_DIR the checkpoint was trained with
 OUT = "results/adv_testing.csv"    # CSV; the .md table and .png plot go beside it
@@ -33,12 +47,60 @@ SEED = 0                           # subset choice and the attacks' random start
 DEVICE = "auto"                    # auto (cuda if present), cpu, cuda ...
 # -------------------------------------------------------------------------------------------------
 
-WHITE_BOX = ("fgsm", "mim", "pgd", "bim", "cw", "autoattack")
-BLACK_BOX = ("spsa", "square")
-ITERATIVE = ("mim", "pgd", "bim")
-STATUS = {True: "PASS ", False: "", None: "NOT RUN "}
-DEFAULT_EPS = {"mnist": [0.05, 0.1, 0.15, 0.2, 0.3], "32px": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+# name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, builder(model, eps, classes, s)
+Attack = namedtuple("Attack", "white iterative costly build")
+ATTACK_TABLE = {
+    "fgsm": Attack(True, False, False, lambda m, e, k, s: ta.FGSM(m, eps=e)),
+    "mim": Attack(True, True, False, lambda m, e, k, s: ta.MIFGSM(m, eps=e, alpha=e / s["STEPS"],
+                                                                  steps=s["STEPS"], decay=1.0)),
+    "pgd": Attack(True, True, False, lambda m, e, k, s: ta.PGD(m, eps=e, alpha=e / s["STEPS"],
+                                                               steps=s["STEPS"], random_start=True)),
+    "bim": Attack(True, True, False, lambda m, e, k, s: ta.BIM(m, eps=e, alpha=e / s["STEPS"],
+                                                               steps=s["STEPS"])),
+    # CW is an L2 attack; its perturbation is clipped into the L-inf ball (see attack_job)
+    "cw": Attack(True, True, True, lambda m, e, k, s: ta.CW(m, c=1, kappa=0, steps=s["CW_STEPS"], lr=0.01)),
+    "spsa": Attack(False, True, True, lambda m, e, k, s: ta.SPSA(
+        m, eps=e, delta=0.01, lr=0.01, nb_iter=s["SPSA_ITERS"], nb_sample=128, max_batch_size=64)),
+    "square": Attack(False, True, True, lambda m, e, k, s: ta.Square(
+        m, norm="Linf", eps=e, n_queries=s["SQUARE_QUERIES"], n_restarts=1, seed=s["SEED"])),
+    "apgd-ce": Attack(True, True, True, lambda m, e, k, s: ta.APGD(
+        m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], loss="ce",
+        seed=s["SEED"])),
+    "apgd-t": Attack(True, True, True, lambda m, e, k, s: ta.APGDT(
+        m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], n_classes=k,
+        seed=s["SEED"])),
+    "fab-t": Attack(True, True, True, lambda m, e, k, s: ta.FAB(
+        m, norm="Linf", eps=e, steps=s["FAB_STEPS"], n_restarts=s["FAB_RESTARTS"],
+        multi_targeted=True, n_classes=k, seed=s["SEED"])),
+    # AutoAttack standard as one cascade (each attack only on what the previous ones left)
+    "autoattack-cascade": Attack(True, True, True, lambda m, e, k, s: ta.MultiAttack(
+        [ATTACK_TABLE[a].build(m, e, k, s) for a in SUITES["autoattack"]])),
+}
+SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the released notebook's set
+          "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"]}  # Croce & Hein's standard version
+DEFAULT_EPS = {"mnist": [0.02, 0.05, 0.1, 0.2, 0.3], "32px": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
                "tiny-imagenet": [0.005, 0.01, 0.015]}
+STATUS = {True: "PASS ", False: "", None: "NOT RUN "}
+
+RANGES = {
+    "ATTACKS": each(one_of(*ATTACK_TABLE, *SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
+    "N": interval("[0, inf)", integer=True), "N_STRONG": interval("[0, inf)", integer=True),
+    "BATCH_SIZE": interval("[1, inf)", integer=True), "STEPS": interval("[1, inf)", integer=True),
+    "APGD_STEPS": interval("[1, inf)", integer=True), "APGD_RESTARTS": interval("[1, inf)", integer=True),
+    "FAB_STEPS": interval("[1, inf)", integer=True), "FAB_RESTARTS": interval("[1, inf)", integer=True),
+    "SQUARE_QUERIES": interval("[1, inf)", integer=True), "SPSA_ITERS": interval("[1, inf)", integer=True),
+    "CW_STEPS": interval("[1, inf)", integer=True), "LARGE_EPS": interval("(0, 1]"),
+    "DATA_DIR": ANY_TEXT, "OUT": WRITABLE_FILE, "SEED": interval("[0, inf)", integer=True),
+    "DEVICE": DEVICE_RULE,
+}
+
+
+def expand(names):
+    """Attack and suite names -> attack names, each once, in the order given."""
+    out = []
+    for name in names:
+        out += SUITES.get(name, [name])
+    return list(dict.fromkeys(out))
 
 
 def default_eps(dataset):
@@ -48,86 +110,80 @@ def default_eps(dataset):
 
 
 def build_attack(name, model, eps, num_classes, s):
-    """A torchattacks attack object for one eps, with the released settings."""
-    import torchattacks as ta
-    steps = s["STEPS"]
-    if name == "fgsm":
-        return ta.FGSM(model, eps=eps)
-    if name == "mim":
-        return ta.MIFGSM(model, eps=eps, alpha=eps / steps, steps=steps, decay=1.0)
-    if name == "pgd":
-        return ta.PGD(model, eps=eps, alpha=eps / steps, steps=steps, random_start=True)
-    if name == "bim":
-        return ta.BIM(model, eps=eps, alpha=eps / steps, steps=steps)
-    if name == "cw":  # L2 attack; its perturbation is clipped into the L-inf ball (see run_attacks)
-        return ta.CW(model, c=1, kappa=0, steps=50, lr=0.01)
-    if name == "spsa":
-        return ta.SPSA(model, eps=eps, delta=0.01, lr=0.01, nb_iter=s["SPSA_ITERS"], nb_sample=128,
-                       max_batch_size=64)
-    if name == "square":
-        return ta.Square(model, norm="Linf", eps=eps, n_queries=s["SQUARE_QUERIES"], n_restarts=1,
-                         seed=s["SEED"])
-    if name == "autoattack":
-        return ta.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes,
-                             seed=s["SEED"])
-    raise UserError(f"unknown attack {name!r}; attacks: {', '.join(WHITE_BOX + BLACK_BOX)}")
+    """A torchattacks attack object for one eps (the settings `s` give steps and budgets)."""
+    if name not in ATTACK_TABLE:
+        raise UserError(f"unknown attack {name!r}; attacks: {', '.join(ATTACK_TABLE)}")
+    return ATTACK_TABLE[name].build(model, eps, num_classes, s)
 
 
-def run_attacks(model, dataset, index, attacks, eps_list, s, device, desc=""):
-    """Per-sample correctness: {("clean", 0.0): bool[n], (attack, eps): bool[n], ...}.
-    Every adversarial batch is checked to lie in the eps ball and in [0, 1]."""
+def attack_job(model, dataset, index, name, eps, s, device):
+    """Per-sample correctness (bool, on the CPU) of `model` under attack `name` at `eps` on the
+    images `index`. Every adversarial batch is checked to lie in the eps ball and in [0, 1]."""
+    torch.manual_seed(s["SEED"])
+    attack = build_attack(name, model, eps, dataset.num_classes, s)
+    correct = []
+    for b in index.split(s["BATCH_SIZE"]):
+        x, y = dataset.batch(b, device)
+        adv = attack(x, y)
+        if name == "cw":
+            adv = x + (adv - x).clamp(-eps, eps)
+        if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
+            raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
+        adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
+        with torch.no_grad():
+            correct.append((model(adv).argmax(1) == y).cpu())
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+
+
+def run_attacks(model, dataset, index, attacks, eps_list, s, device, n_strong=None, desc=""):
+    """Per-sample correctness: {("clean", 0.0): bool[n], (attack, eps): bool[n or n_strong]}.
+    Cheap attacks run on all of `index`, costly ones on its first `n_strong` images."""
     model.eval()
-    batches = index.split(s["BATCH_SIZE"])
-    out = {}
+    n_strong = len(index) if n_strong is None else n_strong
     with torch.no_grad():
-        out[("clean", 0.0)] = torch.cat([model(dataset.batch(b, device)[0]).argmax(1).cpu()
-                                         == dataset.labels[b] for b in batches])
+        out = {("clean", 0.0): torch.cat([model(dataset.batch(b, device)[0]).argmax(1).cpu()
+                                          == dataset.labels[b] for b in index.split(s["BATCH_SIZE"])])}
     jobs = [(a, e) for a in attacks for e in eps_list]
     interactive = sys.stderr.isatty()
     for name, eps in tqdm(jobs, desc=f"attacks {desc}".strip(), disable=not interactive):
-        torch.manual_seed(s["SEED"])
-        attack = build_attack(name, model, eps, dataset.num_classes, s)
-        correct = []
-        for b in tqdm(batches, desc=f"{name} eps={eps:.4g}", leave=False, disable=not interactive):
-            x, y = dataset.batch(b, device)
-            adv = attack(x, y)
-            if name == "cw":
-                adv = x + (adv - x).clamp(-eps, eps)
-            if (adv - x).abs().max() > eps + 1e-5 or adv.min() < 0 or adv.max() > 1:
-                raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
-            with torch.no_grad():
-                correct.append((model(adv).argmax(1) == y).cpu())
-        out[(name, eps)] = torch.cat(correct)
+        part = index[:n_strong] if ATTACK_TABLE[name].costly else index
+        out[(name, eps)] = attack_job(model, dataset, part, name, eps, s, device)
     return out
 
 
-def worst_case(correct, eps_list):
-    """Per eps: a sample is robust only if it is right on clean input and under every attack."""
+def worst_case(correct, eps_list, attacks=None):
+    """Per eps: a sample is robust only if it is right on clean input and under every attack (of
+    `attacks`, default all) at that eps; taken over the images every one of them was run on."""
     worst = {}
     for eps in eps_list:
-        alive = correct[("clean", 0.0)].clone()
-        for (name, e), right in correct.items():
-            if e == eps and name != "clean":
-                alive &= right
+        parts = [v for (a, e), v in correct.items()
+                 if e == eps and a not in ("clean", "worst") and (attacks is None or a in attacks)]
+        n = min([len(v) for v in parts] + [len(correct[("clean", 0.0)])])
+        alive = correct[("clean", 0.0)][:n].clone()
+        for right in parts:
+            alive &= right[:n]
         worst[("worst", eps)] = alive
     return worst
 
 
-def sanity_checks(acc, n, large_eps=None, large_acc=None):
-    """The checks of spec.md 3 on accuracies {(attack, eps): float} measured on n images: a list of
-    (ok, sentence), ok True (PASS), False (the sentence starts with WARNING) or None (not run).
-    Differences within two binomial standard errors, 2 sqrt(p(1-p)/n), count as noise."""
-    def noise(p):  # two binomial standard errors of an accuracy measured on n images
-        return max(1.0 / n, 2 * math.sqrt(p * (1 - p) / n))
-
+def noise(p, n):
+    """Two binomial standard errors of an accuracy p measured on n images (at least 1/n)."""
     n = max(n, 1)
+    return max(1.0 / n, 2 * math.sqrt(p * (1 - p) / n))
+
+
+def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
+    """The checks of spec.md 3 on accuracies {(attack, eps): float}, all measured on the same n
+    images: a list of (ok, sentence), ok True (PASS), False (the sentence starts with WARNING)
+    or None (not run). Differences within two binomial standard errors count as noise.
+    suites: {"released": {eps: worst acc}, "autoattack": {eps: worst acc}} for the last check."""
     out = []
-    names = sorted({a for a, _ in acc if a != "clean"})
-    eps_all = sorted({e for a, e in acc if a != "clean"})
+    names = sorted({a for a, _ in acc if a not in ("clean", "worst")})
+    eps_all = sorted({e for a, e in acc if a not in ("clean", "worst")})
 
     bad = [f"{a}: {acc[(a, e1)]:.1%} at eps {e1:.4g} -> {acc[(a, e2)]:.1%} at {e2:.4g}"
            for a in names for e1, e2 in zip(eps_all, eps_all[1:])
-           if (a, e1) in acc and (a, e2) in acc and acc[(a, e2)] > acc[(a, e1)] + noise(acc[(a, e2)])]
+           if (a, e1) in acc and (a, e2) in acc and acc[(a, e2)] > acc[(a, e1)] + noise(acc[(a, e2)], n)]
     out.append((not bad, "accuracy falls as eps grows" if not bad else
                 "WARNING accuracy rises with eps (" + "; ".join(bad) + ")"))
 
@@ -136,33 +192,43 @@ def sanity_checks(acc, n, large_eps=None, large_acc=None):
         out.append((ok, f"PGD at eps {large_eps:g} leaves {large_acc:.1%} accuracy" +
                     ("" if ok else " -- WARNING: it should reach about 0; gradients may be masked")))
 
+    iterative = [a for a in names if ATTACK_TABLE[a].iterative and ATTACK_TABLE[a].white]
     bad = []
     for e in eps_all:
-        iters = {it: acc[(it, e)] for it in ITERATIVE if (it, e) in acc}
-        if iters and ("fgsm", e) in acc and min(iters.values()) > acc[("fgsm", e)] + noise(acc[("fgsm", e)]):
+        iters = {it: acc[(it, e)] for it in iterative if (it, e) in acc}
+        if iters and ("fgsm", e) in acc and min(iters.values()) > acc[("fgsm", e)] + noise(acc[("fgsm", e)], n):
             best = min(iters, key=iters.get)
             bad.append(f"best iterative {best} {iters[best]:.1%} > fgsm {acc[('fgsm', e)]:.1%} at eps {e:.4g}")
-    if any(("fgsm", e) in acc for e in eps_all) and any(a in ITERATIVE for a in names):
+    if "fgsm" in names and iterative:
         out.append((not bad, "an iterative attack is at least as strong as FGSM at every eps" if not bad
                     else "WARNING single-step beats iterative (" + "; ".join(bad) + "): gradients "
                     "look masked, or the iterative attacks are too weak (raise STEPS)"))
 
-    blacks = [a for a in names if a in BLACK_BOX]
-    whites = [a for a in names if a in WHITE_BOX]
+    blacks = [a for a in names if not ATTACK_TABLE[a].white]
+    whites = [a for a in names if ATTACK_TABLE[a].white]
     if blacks and whites:
         bad = []
         for e in eps_all:
             white = [acc[(w, e)] for w in whites if (w, e) in acc]
             for bb in blacks:
-                if white and (bb, e) in acc and acc[(bb, e)] < min(white) - noise(min(white)):
+                if white and (bb, e) in acc and acc[(bb, e)] < min(white) - noise(min(white), n):
                     bad.append(f"{bb} {acc[(bb, e)]:.1%} < best white-box {min(white):.1%} at eps {e:.4g}")
         out.append((not bad, "black-box attacks are not stronger than white-box ones" if not bad else
                     "WARNING black-box beats white-box (" + "; ".join(bad) + "): gradients look "
                     "masked; white-box figures overstate robustness (or the white-box attacks are "
                     "too weak here: raise STEPS)"))
     else:
-        out.append((None, "black-box check: add square or spsa to ATTACKS to test for gradient "
-                    "masking"))
+        out.append((None, "black-box check: add square or spsa to ATTACKS to test for gradient masking"))
+
+    if suites and all(k in suites for k in ("released", "autoattack")):
+        rel, aa = suites["released"], suites["autoattack"]
+        bad = [f"WARNING the released attacks overstate robustness by {100 * (rel[e] - aa[e]):.1f} "
+               f"points at eps {e:.4g} ({rel[e]:.1%} against AutoAttack's {aa[e]:.1%})"
+               for e in sorted(rel) if rel[e] > aa[e] + noise(aa[e], n)]
+        out.append((not bad, "the released attacks are not weaker than AutoAttack" if not bad
+                    else "; ".join(bad)))
+    else:
+        out.append((None, "released-vs-AutoAttack check: run both suites (--attacks=released,autoattack)"))
     return out
 
 
@@ -171,42 +237,80 @@ def label_of(path):
     return f"{parent}/{os.path.splitext(os.path.basename(path))[0]}"
 
 
-def write_outputs(rows, labels, checks, out):
+def row_of(label, attack, eps, right):
+    n, k = len(right), int(right.sum())
+    low, high = wilson(k, n)
+    return (label, attack, eps, round(k / max(n, 1), 6), round(low, 6), round(high, 6), n)
+
+
+def comparisons(per_sample, labels):
+    """Markdown lines: for each pair of checkpoints and eps, the worst-case difference and its exact
+    McNemar p-value on the same images (beyond noise where p < 0.05)."""
+    lines = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            for key in sorted(k for k in per_sample[a] if k[0] == "worst"):
+                ra, rb = per_sample[a][key], per_sample[b][key]
+                p = mcnemar(ra, rb)
+                diff = 100 * (ra.float().mean() - rb.float().mean()).item()
+                verdict = "beyond noise" if p < 0.05 else "within noise"
+                lines.append(f"| {a} - {b} | {key[1]:.4g} | {diff:+.1f} | {p:.3g} | {verdict} |")
+    if not lines:
+        return ""
+    return ("\nWorst-case differences between checkpoints (same images; exact McNemar test, "
+            "beyond noise where p < 0.05):\n\n| pair | eps | difference (points) | p | verdict |\n"
+            "|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+_COLUMNS = ["checkpoint", "attack", "eps", "accuracy", "ci_low", "ci_high", "n"]
+
+
+def write_outputs(rows, labels, checks, out, extra=""):
     """CSV (long form), Markdown table and PNG plot, each written to a temporary name first."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
-    frame = pd.DataFrame(rows, columns=["checkpoint", "attack", "eps", "accuracy", "n"])
-    wide = frame.pivot_table(index=["attack", "eps"], columns="checkpoint", values="accuracy",
-                             sort=False)[labels]
-    lines = ["| attack | eps | " + " | ".join(labels) + " |",
-             "|---|---|" + "---|" * len(labels)]
-    for (attack, eps), values in wide.iterrows():
+    frame = pd.DataFrame(rows, columns=_COLUMNS)
+    cell = frame.assign(text=[f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                              for a, lo, hi in zip(frame.accuracy, frame.ci_low, frame.ci_high)])
+    wide = cell.pivot_table(index=["attack", "eps", "n"], columns="checkpoint", values="text",
+                            aggfunc="first", sort=False)[labels]
+    lines = ["| attack | eps | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
+    for (attack, eps, n), values in wide.iterrows():
         eps_text = "-" if attack == "clean" else f"{eps:.4g}"
-        lines.append(f"| {attack} | {eps_text} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |")
-    n = int(frame["n"].iloc[0])
-    table = "\n".join(lines)
-    text = (f"Robust accuracy (%) on {n} test images; `worst`: a sample counts only if it "
-            f"survives every attack at that eps.\n\n{table}\n\nSanity checks:\n\n" +
-            "\n".join(f"- {label}: {STATUS[ok]}{msg}"
-                      for label in labels for ok, msg in checks[label]) + "\n")
+        name = f"**{attack}**" if attack == "worst" else attack
+        lines.append(f"| {name} | {eps_text} | {n} | " + " | ".join(values) + " |")
+    text = ("Robust accuracy (%) with 95 % Wilson intervals; n: test images the row was measured on. "
+            "`worst`: a sample counts only if it survives every attack at that eps (on the images "
+            "every attack ran on).\n\n" + "\n".join(lines) + "\n\nSanity checks (on the images every "
+            "attack ran on):\n\n" + "\n".join(f"- {label}: {STATUS[ok]}{msg}"
+                                               for label in labels for ok, msg in checks[label]) + "\n" + extra)
     base = os.path.splitext(out)[0]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     attacks = [a for a in dict.fromkeys(frame["attack"]) if a not in ("clean", "pgd-large-eps")]
-    fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.0), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
+    cols = min(len(attacks), 5)
+    rows_n = math.ceil(len(attacks) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.0 * cols, 2.8 * rows_n), squeeze=False)
+    for ax, attack in zip(axes.flat, attacks):
         for label in labels:
             part = frame[(frame["attack"] == attack) & (frame["checkpoint"] == label)]
-            clean = frame[(frame["attack"] == "clean") & (frame["checkpoint"] == label)]["accuracy"]
-            ax.plot([0.0] + part["eps"].tolist(), [100 * clean.iloc[0]] + (100 * part["accuracy"]).tolist(),
-                    marker="o", label=label)
-        ax.set_title(attack)
+            clean = frame[(frame["attack"] == "clean") & (frame["checkpoint"] == label)]
+            eps = [0.0] + part["eps"].tolist()
+            acc = [100 * clean.accuracy.iloc[0]] + (100 * part.accuracy).tolist()
+            low = [100 * clean.ci_low.iloc[0]] + (100 * part.ci_low).tolist()
+            high = [100 * clean.ci_high.iloc[0]] + (100 * part.ci_high).tolist()
+            line, = ax.plot(eps, acc, marker="o", ms=3, label=label)
+            ax.fill_between(eps, low, high, color=line.get_color(), alpha=0.15)
+        ax.set_title(attack, fontweight="bold" if attack == "worst" else None)
         ax.set_xlabel("eps")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][-1].legend(fontsize=7)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     atomic_write(out, lambda f: f.write(frame.to_csv(index=False).encode()))
     atomic_write(base + ".md", lambda f: f.write(text.encode()))
@@ -217,12 +321,10 @@ def write_outputs(rows, labels, checks, out):
 
 def main(argv):
     s, paths = parse_settings(settings_of(globals()), argv)
+    check_settings(s, RANGES)
     if not paths:
         raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
-    attacks = [a.strip().lower() for a in s["ATTACKS"] if a.strip() not in ("", "clean", "worst")]
-    for a in attacks:
-        if a not in WHITE_BOX + BLACK_BOX:
-            raise UserError(f"unknown attack {a!r}; attacks: {', '.join(WHITE_BOX + BLACK_BOX)}")
+    attacks = expand(s["ATTACKS"])
     states = [load_checkpoint(p) for p in paths]  # every file is checked before any work
     datasets = {st["meta"]["dataset"] for st in states}
     if len(datasets) > 1:
@@ -230,35 +332,33 @@ def main(argv):
                         ", ".join(f"{p} ({st['meta']['dataset']})" for p, st in zip(paths, states)))
     dataset_name = datasets.pop()
     eps_list = default_eps(dataset_name) if s["EPS"] == "auto" else parse_value("EPS", s["EPS"], [0.0])
-    if not eps_list or any(not 0 < e <= 1 for e in eps_list):
-        raise UserError(f"--eps={s['EPS']}: every eps must lie in (0, 1]")
-    if not 0 < s["LARGE_EPS"] <= 1:
-        raise UserError(f"--large_eps={s['LARGE_EPS']}: must lie in (0, 1]")
     device = resolve_device(s["DEVICE"])
     models = [model_from_checkpoint(st, p).to(device) for p, st in zip(paths, states)]
     root = s["DATA_DIR"] or states[0]["meta"]["settings"].get("DATA_DIR", "./data")
     test_set = get_dataset(dataset_name, train=False, root=root)
     count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))[:count]
-    index = index.sort().values
+    n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)
 
     labels = [label_of(p) for p in paths]
     if len(set(labels)) < len(labels):
         labels = [f"{i + 1}:{lab}" for i, lab in enumerate(labels)]
-    rows, checks = [], {}
+    rows, checks, per_sample = [], {}, {}
     for label, model in zip(labels, models):
-        correct = run_attacks(model, test_set, index, attacks, eps_list, s, device, desc=label)
+        correct = run_attacks(model, test_set, index, attacks, eps_list, s, device, n_strong, desc=label)
         correct.update(worst_case(correct, eps_list))
-        acc = {k: v.float().mean().item() for k, v in correct.items()}
-        large = run_attacks(model, test_set, index, ["pgd"], [s["LARGE_EPS"]], s, device)
-        large_acc = large[("pgd", s["LARGE_EPS"])].float().mean().item()
-        checks[label] = sanity_checks(acc, count, s["LARGE_EPS"], large_acc)
-        for (attack, eps), value in acc.items():
-            rows.append((label, attack, eps, round(value, 6), count))
-        rows.append((label, "pgd-large-eps", s["LARGE_EPS"], round(large_acc, 6), count))
+        large = attack_job(model, test_set, index[:n_strong], "pgd", s["LARGE_EPS"], s, device)
+        common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
+        suites = {name: {e: v.float().mean().item() for (_, e), v in
+                         worst_case(correct, eps_list, members).items()}
+                  for name, members in SUITES.items() if all(a in attacks for a in members)}
+        checks[label] = sanity_checks(common, n_strong, s["LARGE_EPS"], large.float().mean().item(), suites)
+        per_sample[label] = correct
+        rows += [row_of(label, a, e, v) for (a, e), v in correct.items()]
+        rows.append(row_of(label, "pgd-large-eps", s["LARGE_EPS"], large))
     order = {a: i for i, a in enumerate(["clean"] + attacks + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
-    text = write_outputs(rows, labels, checks, s["OUT"])
+    text = write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels))
     print(text)
     base = os.path.splitext(s["OUT"])[0]
     print(f"written: {s['OUT']}, {base}.md, {base}.png")

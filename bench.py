@@ -21,12 +21,15 @@ import time
 import torch
 from torch import nn
 
-from cli import UserError, parse_settings, run, settings_of
+from cli import WRITABLE_FILE, UserError, check_settings, interval, parse_settings, run, settings_of
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 REPEATS = 5                   # measured repetitions of every pair (after one warm-up)
 OUT = "results/bench.json"    # where the figures are written
 SEED = 0
+
+RANGES = {"REPEATS": interval("[1, inf)", integer=True), "OUT": WRITABLE_FILE,
+          "SEED": interval("[0, inf)", integer=True)}
 # -------------------------------------------------------------------------------------------------
 
 
@@ -260,6 +263,7 @@ def gpu_speed(repeats, quick):
 def main(argv):
     quick = "--quick" in argv
     s, extra = parse_settings(settings_of(globals()), [a for a in argv if a != "--quick"])
+    check_settings(s, RANGES)
     if extra:
         raise UserError(f"unexpected argument {extra[0]!r}")
     repeats = 1 if quick else s["REPEATS"]

@@ -1,5 +1,8 @@
 """What the scripts share on the command line: `--name=value` overrides of their UPPER_CASE
 constants, presets, and one-line errors instead of tracebacks for bad input."""
+import math
+import os
+import re
 import sys
 from fractions import Fraction
 
@@ -69,6 +72,109 @@ def settings_of(namespace):
     the order they were written (tuples and dicts, such as imported name tables, are not settings)."""
     return {k: v for k, v in namespace.items()
             if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str, list))}
+
+
+class Rule:
+    """The allowed values of one setting: `text` tells the user, `ok(value)` decides, and
+    `outside` holds values just outside the range (as they would be typed), for the tests."""
+
+    def __init__(self, text, ok, outside=()):
+        self.text, self.ok, self.outside = text, ok, tuple(outside)
+
+    def __repr__(self):
+        return f"Rule({self.text!r})"
+
+
+def interval(spec, integer=False):
+    """Numbers in an interval written as in maths: '[0, 1]', '(0, inf)', '[1, inf)'."""
+    low, high = (float(v) for v in spec[1:-1].split(","))
+    closed_low, closed_high = spec[0] == "[", spec[-1] == "]"
+
+    def ok(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            return False
+        return ((low < v or (closed_low and v == low)) and (v < high or (closed_high and v == high))
+                and not math.isnan(v))
+
+    def just(bound, below):  # the nearest typed value beyond a bound
+        if integer:
+            return str(int(bound) - 1 if below else int(bound) + 1)
+        step = 1e-6 * max(1.0, abs(bound))
+        return repr(bound - step if below else bound + step)
+
+    outside = []
+    if math.isfinite(low):
+        outside.append(just(low, True) if closed_low else (str(int(low)) if integer else repr(low)))
+    if math.isfinite(high):
+        outside.append(just(high, False) if closed_high else (str(int(high)) if integer else repr(high)))
+    kind = "whole numbers" if integer else "numbers"
+    return Rule(f"{kind} in {spec}", ok, outside)
+
+
+def one_of(*choices):
+    names = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+    return Rule(f"one of {names}", lambda v: v in choices,
+                () if all(isinstance(c, bool) for c in choices) else ("no-such-choice",))
+
+
+BOOL = one_of(True, False)
+ANY_TEXT = Rule("any text", lambda v: isinstance(v, str))
+DEVICE_RULE = Rule("auto, cpu, cuda or cuda:N", lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)
+                   is not None, ("gpu",))
+
+
+def each(rule, min_len=0):
+    """A comma list whose items each follow `rule` (at least `min_len` of them)."""
+    least = f" of at least {min_len} item{'s' if min_len > 1 else ''}" if min_len else ""
+    return Rule(f"a comma list{least}, each item {rule.text}",
+                lambda v: isinstance(v, (list, tuple)) and len(v) >= min_len and all(map(rule.ok, v)),
+                list(rule.outside) + ([""] if min_len else []))
+
+
+def grid_or_auto(spec):
+    """'auto', or a comma list of numbers (8/255 allowed) in the interval `spec`."""
+    inner = interval(spec)
+
+    def ok(v):
+        if v == "auto":
+            return True
+        try:
+            values = parse_value("EPS", v, [0.0])
+        except UserError:
+            return False
+        return bool(values) and all(map(inner.ok, values))
+    return Rule(f"auto, or a comma list of {inner.text}", ok, list(inner.outside) + ["abc"])
+
+
+def _writable(path, want_dir):
+    """Could `path` be written (as a directory, or as a file) without an error? Nothing is created."""
+    if not path:
+        return False
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if os.path.isdir(path) != want_dir:
+            return False
+        return os.access(path if want_dir else os.path.dirname(path), os.W_OK)
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return os.path.isdir(parent) and os.access(parent, os.W_OK)
+
+
+WRITABLE_DIR = Rule("a directory that can be created or written", lambda v: _writable(v, True))
+WRITABLE_FILE = Rule("a file path that can be written", lambda v: _writable(v, False))
+
+
+def check_settings(settings, ranges):
+    """Check every setting against its rule in `ranges` (the script's range table), before any
+    work: the first bad value is a UserError naming the setting, its value and the range."""
+    missing = [k for k in settings if k not in ranges]
+    if missing:  # a programming error, not the user's: every setting needs a range
+        raise KeyError(f"settings without a range: {missing}")
+    for key, value in settings.items():
+        if not ranges[key].ok(value):
+            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            raise UserError(f"--{key.lower()}={shown} is out of range: allowed {ranges[key].text}")
 
 
 def resolve_device(name):

@@ -15,9 +15,10 @@ import time
 
 import torch
 
-from adv_testing import STEPS, build_attack
+from adv_testing import STEPS as _RELEASED_STEPS, build_attack
 from checkpoints import load_checkpoint, model_from_checkpoint
-from cli import UserError, parse_settings, parse_value, resolve_device, run, settings_of
+from cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, UserError, check_settings, grid_or_auto,
+                 interval, parse_settings, parse_value, resolve_device, run, settings_of)
 from data import MNIST_FAMILY, get_dataset
 from metrics import evaluate, predict
 
@@ -33,10 +34,17 @@ TSNE_EPS = 0.0                 # FGSM eps of the t-SNE attack panels; 0: 0.1 (MN
 DATA_DIR = ""                  # "" : the DATA_DIR the checkpoints were trained with
 SEED = 0                       # subsets, attacks and t-SNE
 DEVICE = "auto"
+
+RANGES = {"CE": ANY_TEXT, "PC": ANY_TEXT, "OUT_DIR": WRITABLE_DIR,
+          "N_MOTIVATION": interval("[1, inf)", integer=True),
+          "N_TSNE": interval("[31, inf)", integer=True),  # more points than t-SNE's perplexity 30
+          "FGSM_EPS": grid_or_auto("(0, 1]"), "MIM_EPS": grid_or_auto("(0, 1]"),
+          "TSNE_EPS": interval("[0, 1]"), "DATA_DIR": ANY_TEXT,
+          "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE}
 # -------------------------------------------------------------------------------------------------
 
 RANKS = (2, 3, 4, 5)
-ATTACK_SETTINGS = {"STEPS": STEPS}  # the released 10 steps of eps/10 for MIM
+ATTACK_SETTINGS = {"STEPS": _RELEASED_STEPS}  # the released 10 steps of eps/10 for MIM
 
 
 def say(msg):
@@ -136,6 +144,7 @@ def scatter(ax, xy, labels, marker="o", size=4, alpha=0.7):
 
 def main(argv):
     s, extra = parse_settings(settings_of(globals()), argv)
+    check_settings(s, RANGES)
     if extra or not s["CE"] or not s["PC"]:
         raise UserError("give both checkpoints: python make_figures.py --ce=CE.pt --pc=PC.pt")
     import matplotlib

@@ -19,7 +19,7 @@ This file imports nothing but torch: copy it into your project as it is.
 import torch
 from torch import nn
 
-__all__ = ["LogitConstraintLoss", "logit_constraint_loss"]
+__all__ = ["LogitConstraintLoss", "logit_constraint_loss", "MarginLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -92,3 +92,16 @@ class LogitConstraintLoss(nn.Module):
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
+
+
+class MarginLoss(LogitConstraintLoss):
+    """The released repository's name for LogitConstraintLoss, kept so code written for it still
+    runs (the released notebook imports it as `from margin_loss_soft_logit import MarginLoss as
+    LogitMargin`).
+
+    MarginLoss(num_classes=10, use_gpu=True) -- both accepted and ignored: the class count is
+    read from the logits, the device from the tensors.
+    """
+
+    def __init__(self, num_classes=10, use_gpu=True, reduction="mean"):
+        super().__init__(reduction=reduction)

@@ -1,5 +1,29 @@
 """Measurements shared by training, testing and the figures."""
+import math
+
 import torch
+
+
+def wilson(correct, n, z=1.959964):
+    """95 % Wilson score interval (low, high) of a binomial proportion correct/n; (0, 1) for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def mcnemar(right_a, right_b):
+    """Exact two-sided McNemar p-value for two classifiers scored on the same samples (bool
+    tensors): are their accuracies different beyond chance? 1.0 when they never disagree."""
+    b = int((right_a & ~right_b).sum())
+    c = int((~right_a & right_b).sum())
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def probability_gap(logits, target):

@@ -25,17 +25,19 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from checkpoints import atomic_write, load_checkpoint, load_weights, save_checkpoint
-from cli import UserError, parse_settings, resolve_device, run, settings_of
+from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, UserError, check_settings, each,
+                 interval, one_of, parse_settings, resolve_device, run, settings_of)
 from data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
 from hard_margin_loss import PCLoss
 from margin_loss_soft_logit import LogitConstraintLoss
 from metrics import evaluate
 from models import MODEL_NAMES, build_model
-from spatial_structure_loss import SpatialStructureLoss
+from representation_consistency_loss import RepresentationConsistencyLoss
+from spatial_structure_loss import METRICS, SpatialStructureLoss
 
-# ---- settings: edit them here, or override any as --name=value ------------------------------
+# ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
 DATASET = "fashion-mnist"      # mnist fashion-mnist kmnist cifar10 cifar100 svhn tiny-imagenet digits
-MODEL = "lenet5"               # lenet5 cnn3 vgg11 vgg13 vgg16 vgg19 resnet20..resnet110 vit
+MODEL = "lenet5"               # lenet5 cnn3 vgg11..vgg19 resnet20..resnet110 vit lenet-classic alexnet resnet18 resnet50
 DATA_DIR = "./data"            # datasets are read (or downloaded) here
 OUT_DIR = "runs/default"       # checkpoints and log.csv go here
 WARMUP_EPOCHS = 4              # phase 1: cross-entropy
@@ -44,17 +46,24 @@ LOSS = "pclc"                  # phase 2 loss: pclc (PC + LC_WEIGHT*LC), pc, or 
 MARGIN = 0.995                 # xi of the PC loss (released training value)
 LC_WEIGHT = 0.05               # weight of the logit constraints (released value)
 BATCH_SIZE = 128               # per process
-LR = 1e-3                      # Adam learning rate, each phase starts from it
-MILESTONES = [50, 100]         # MultiStepLR epochs within each phase
+OPTIMIZER = "adam"             # adam or sgd (with MOMENTUM); each phase starts a fresh one
+LR = 1e-3                      # learning rate, each phase starts from it
+MOMENTUM = 0.9                 # SGD momentum
+MILESTONES = [50, 100]         # MultiStepLR epochs within each phase (empty: constant LR)
 GAMMA = 0.2                    # MultiStepLR factor
-WEIGHT_DECAY = 0.0             # Adam weight decay
+WEIGHT_DECAY = 0.0             # weight decay of the optimiser
 AUGMENT = True                 # flip/rotate/crop of the 32/64-px sets (never the MNIST family)
-ADV_TRAIN = "none"             # none, fgsm or pgd: also train on adversarial batches
+ADV_TRAIN = "none"             # none, fgsm, pgd or mim: also train on adversarial batches
 ADV_EPS = 0.1                  # L-inf radius of the training attack
-ADV_STEPS = 5                  # PGD steps (step size 2.5*ADV_EPS/ADV_STEPS, random start)
-ALPHA = 1.0                    # weight of L(X) when ADV_TRAIN is on
+ADV_STEPS = 5                  # pgd / mim steps
+ADV_STEP_SIZE = 0.0            # pgd / mim step size; 0: 2.5 * ADV_EPS / ADV_STEPS
+ADV_DECAY = 0.9                # mim momentum decay (gradients normalised per sample)
+ALPHA = 1.0                    # weight of L(X) when ADV_TRAIN is on (the papers' 1 - beta)
 BETA = 1.0                     # weight of L(X_adv)
-STRUCT_LAMBDA = 0.0            # weight of the spatial structural loss L_s (0: plain adv. training)
+STRUCT = "ssc"                 # ssc (spatial structural constraint) or rcc (same-class pairs only)
+STRUCT_LAMBDA = 0.0            # weight of the structural term (0: plain adversarial training)
+STRUCT_METRIC = "euclidean"    # euclidean, manhattan or cosine
+STRUCT_ON = "embedding"        # embedding (penultimate layer) or logits (the released SSC code)
 SEED = 0                       # seeds weights, shuffling, augmentation and attacks
 DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
 AMP = True                     # bf16 autocast on CUDA
@@ -62,8 +71,34 @@ CHANNELS_LAST = True           # channels_last memory format on CUDA
 RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it stopped
 PRESET = ""                    # set by --preset=NAME (see PRESETS)
 
+RANGES = {  # every setting's allowed values, checked before any data or checkpoint is touched
+    "DATASET": one_of(*DATASETS), "MODEL": one_of(*MODEL_NAMES), "DATA_DIR": ANY_TEXT,
+    "OUT_DIR": WRITABLE_DIR, "WARMUP_EPOCHS": interval("[0, inf)", integer=True),
+    "EPOCHS": interval("[0, inf)", integer=True), "LOSS": one_of("pclc", "pc", "ce"),
+    "MARGIN": interval("[0, 1]"), "LC_WEIGHT": interval("[0, inf)"),
+    "BATCH_SIZE": interval("[1, inf)", integer=True), "OPTIMIZER": one_of("adam", "sgd"),
+    "LR": interval("(0, inf)"), "MOMENTUM": interval("[0, 1)"),
+    "MILESTONES": each(interval("[1, inf)", integer=True)), "GAMMA": interval("(0, 1]"),
+    "WEIGHT_DECAY": interval("[0, inf)"), "AUGMENT": BOOL,
+    "ADV_TRAIN": one_of("none", "fgsm", "pgd", "mim"), "ADV_EPS": interval("(0, 1]"),
+    "ADV_STEPS": interval("[1, inf)", integer=True), "ADV_STEP_SIZE": interval("[0, 1]"),
+    "ADV_DECAY": interval("[0, inf)"), "ALPHA": interval("[0, inf)"), "BETA": interval("[0, inf)"),
+    "STRUCT": one_of("ssc", "rcc"), "STRUCT_LAMBDA": interval("[0, inf)"),
+    "STRUCT_METRIC": one_of(*METRICS), "STRUCT_ON": one_of("embedding", "logits"),
+    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "AMP": BOOL,
+    "CHANNELS_LAST": BOOL, "RESUME": BOOL, "PRESET": ANY_TEXT,
+}
+
 _PAPER = dict(BATCH_SIZE=256, LR=0.01, MILESTONES=[50, 100], GAMMA=0.2, WARMUP_EPOCHS=150,
               EPOCHS=150, LOSS="pclc", MARGIN=0.995, LC_WEIGHT=0.05, AUGMENT=True)
+# the title paper's released script (run_scripts/SSC-DM.py) on Fashion-MNIST with its LeNet:
+# SGD 0.01, momentum 0.9, weight decay 1e-3, batch 128, 20 epochs, no schedule, FGSM eps 0.03,
+# beta 1 (clean term off), lambda 300, Euclidean distances between the logits, seed 0
+_SSC = dict(DATASET="fashion-mnist", MODEL="lenet-classic", OPTIMIZER="sgd", LR=0.01, MOMENTUM=0.9,
+            WEIGHT_DECAY=1e-3, BATCH_SIZE=128, WARMUP_EPOCHS=0, EPOCHS=20, MILESTONES=[], LOSS="ce",
+            AUGMENT=False, ADV_TRAIN="fgsm", ADV_EPS=0.03, ADV_STEPS=20, ADV_STEP_SIZE=0.0078,
+            ADV_DECAY=0.9, ALPHA=0.0, BETA=1.0, STRUCT="ssc", STRUCT_LAMBDA=300.0,
+            STRUCT_METRIC="euclidean", STRUCT_ON="logits", SEED=0)
 PRESETS = {
     # the released notebook: VGG-13 on Tiny ImageNet, Adam 0.01, [50, 100] x 0.2, 150 + 150 epochs
     "paper-tiny-imagenet": dict(_PAPER, DATASET="tiny-imagenet", MODEL="vgg13",
@@ -71,33 +106,20 @@ PRESETS = {
     # the paper's probability-gap setting: ResNet-56 on CIFAR-100, same optimiser and schedule
     "paper-cifar100": dict(_PAPER, DATASET="cifar100", MODEL="resnet56",
                            OUT_DIR="runs/paper-cifar100"),
-    # the title paper's study of lambda: LeNet-5, PGD adversarial training + L_s, CE throughout
-    **{f"struct-lambda-{lam}": dict(DATASET="fashion-mnist", MODEL="lenet5", LOSS="ce",
-                                    ADV_TRAIN="pgd", ADV_EPS=0.1, ADV_STEPS=5, ALPHA=1.0, BETA=1.0,
-                                    STRUCT_LAMBDA=float(lam), OUT_DIR=f"runs/struct-lambda-{lam}")
+    "ssc-released": dict(_SSC, OUT_DIR="runs/ssc-released"),
+    # the follow-up's released train.py: beta 0.5, lambda 15 on the penultimate features, weight
+    # decay 1e-4, FGSM eps 0.01; it fine-tunes a trained model, here 4 CE warm-up epochs
+    "rcc-released": dict(_SSC, WARMUP_EPOCHS=4, WEIGHT_DECAY=1e-4, ADV_EPS=0.01, ADV_STEPS=10,
+                         ALPHA=0.5, BETA=0.5, STRUCT="rcc", STRUCT_LAMBDA=15.0, STRUCT_ON="embedding",
+                         OUT_DIR="runs/rcc-released"),
+    # the title paper's study of lambda: the released settings, lambda = the number
+    **{f"ssc-lambda-{lam}": dict(_SSC, STRUCT_LAMBDA=float(lam), OUT_DIR=f"runs/ssc-lambda-{lam}")
        for lam in (0, 10, 50, 100, 300, 500, 1000)},
 }
 # -------------------------------------------------------------------------------------------------
 
 LOG_COLUMNS = ("phase", "epoch", "train_loss", "train_acc", "test_acc", "prob_gap", "lr",
                "seconds", "struct_loss")
-
-
-def check_settings(s):
-    dataset_info(s["DATASET"])
-    if s["MODEL"] not in MODEL_NAMES:
-        raise UserError(f"unknown model {s['MODEL']!r}; models: {', '.join(MODEL_NAMES)}")
-    if s["LOSS"] not in ("pclc", "pc", "ce"):
-        raise UserError(f"--loss={s['LOSS']}: choose pclc, pc or ce")
-    if s["ADV_TRAIN"] not in ("none", "fgsm", "pgd"):
-        raise UserError(f"--adv_train={s['ADV_TRAIN']}: choose none, fgsm or pgd")
-    if not 0 <= s["MARGIN"] <= 1:
-        raise UserError(f"--margin={s['MARGIN']}: the PC margin lies in [0, 1]")
-    for key in ("WARMUP_EPOCHS", "EPOCHS", "BATCH_SIZE", "ADV_STEPS"):
-        if s[key] < (1 if key in ("BATCH_SIZE", "ADV_STEPS") else 0):
-            raise UserError(f"--{key.lower()}={s[key]} is out of range")
-    if s["ADV_TRAIN"] != "none" and not 0 < s["ADV_EPS"] <= 1:
-        raise UserError(f"--adv_eps={s['ADV_EPS']}: must lie in (0, 1]")
 
 
 def phase_loss(name, s):
@@ -112,14 +134,34 @@ def phase_loss(name, s):
 
 def make_attack(model, s):
     """The attack that crafts X_adv from the current model (torchattacks puts the model in eval
-    mode while crafting and back in train mode after), or None."""
+    mode while crafting and back in train mode after), or None. torchattacks' MIFGSM divides the
+    gradient by its mean absolute value per sample: the released L1 normalisation up to a
+    constant factor, which the sign step ignores."""
     if s["ADV_TRAIN"] == "none":
         return None
     import torchattacks
-    if s["ADV_TRAIN"] == "fgsm":
-        return torchattacks.FGSM(model, eps=s["ADV_EPS"])
-    return torchattacks.PGD(model, eps=s["ADV_EPS"], alpha=2.5 * s["ADV_EPS"] / s["ADV_STEPS"],
-                            steps=s["ADV_STEPS"], random_start=True)
+    eps, steps = s["ADV_EPS"], s["ADV_STEPS"]
+    step = s["ADV_STEP_SIZE"] or 2.5 * eps / steps
+    return {"fgsm": lambda: torchattacks.FGSM(model, eps=eps),
+            "pgd": lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=steps, random_start=True),
+            "mim": lambda: torchattacks.MIFGSM(model, eps=eps, alpha=step, steps=steps,
+                                               decay=s["ADV_DECAY"]),
+            }[s["ADV_TRAIN"]]()
+
+
+def make_optimizer(model, s):
+    if s["OPTIMIZER"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=s["LR"], momentum=s["MOMENTUM"],
+                               weight_decay=s["WEIGHT_DECAY"])
+    return torch.optim.Adam(model.parameters(), lr=s["LR"], weight_decay=s["WEIGHT_DECAY"])
+
+
+def structure_term(s):
+    """L_struct(r(X), r(X_adv), y): the spatial structural constraint or its same-class version."""
+    if s["STRUCT"] == "rcc":
+        return RepresentationConsistencyLoss(s["STRUCT_METRIC"])
+    ssc = SpatialStructureLoss(s["STRUCT_METRIC"])
+    return lambda rep, rep_adv, target: ssc(rep, rep_adv)
 
 
 class WithEmbedding(nn.Module):
@@ -135,7 +177,8 @@ class WithEmbedding(nn.Module):
 
 
 def train_step(net, batch, criterion, attack, struct_loss, s, autocast):
-    """One batch's objective: L(X), or ALPHA*L(X) + BETA*L(X_adv) + STRUCT_LAMBDA*L_s."""
+    """One batch's objective: L(X), or ALPHA*L(X) + BETA*L(X_adv) + STRUCT_LAMBDA*L_struct, the
+    structural term on the embeddings or on the logits (STRUCT_ON)."""
     x, y = batch
     if attack is None:
         with autocast:
@@ -144,7 +187,8 @@ def train_step(net, batch, criterion, attack, struct_loss, s, autocast):
     x_adv = attack(x, y)
     with autocast:
         (logits, emb), (logits_adv, emb_adv) = net(x), net(x_adv)
-        structure = struct_loss(emb, emb_adv)
+        rep, rep_adv = (logits, logits_adv) if s["STRUCT_ON"] == "logits" else (emb, emb_adv)
+        structure = struct_loss(rep, rep_adv, y)
         loss = (s["ALPHA"] * criterion(logits, y) + s["BETA"] * criterion(logits_adv, y)
                 + s["STRUCT_LAMBDA"] * structure)
     return loss, logits, structure
@@ -169,7 +213,7 @@ def main(argv):
     s, extra = parse_settings(settings_of(globals()), argv, PRESETS)
     if extra:
         raise UserError(f"unexpected argument {extra[0]!r}; settings are given as --name=value")
-    check_settings(s)
+    check_settings(s, RANGES)
 
     # ---- processes and device: torchrun sets RANK/WORLD_SIZE, a plain run is rank 0 of 1 ----
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -198,7 +242,7 @@ def main(argv):
     if distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device)] if on_cuda else None)
     attack = make_attack(model, s)
-    struct_loss = SpatialStructureLoss()
+    struct_loss = structure_term(s)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                  seed=s["SEED"], drop_last=False)
     meta = dict(dataset=s["DATASET"], model=s["MODEL"], num_classes=num_classes,
@@ -229,7 +273,7 @@ def main(argv):
     for phase_index in range(start_phase, len(phases)):
         phase, n_epochs, loss_name = phases[phase_index]
         criterion = phase_loss(loss_name, s)
-        optimizer = torch.optim.Adam(model.parameters(), lr=s["LR"], weight_decay=s["WEIGHT_DECAY"])
+        optimizer = make_optimizer(model, s)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, s["MILESTONES"], s["GAMMA"])
         first = 0
         if resume_state is not None and phase_index == start_phase:
@@ -238,7 +282,7 @@ def main(argv):
             first = start_epoch
         if n_epochs:
             say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
-                + (f" + {s['ADV_TRAIN']} adversarial training, lambda {s['STRUCT_LAMBDA']}"
+                + (f" + {s['ADV_TRAIN']} adversarial training, {s['STRUCT']} lambda {s['STRUCT_LAMBDA']}"
                    if attack else "") + f", {s['MODEL']} on {s['DATASET']}, {device}, {world} process(es)")
         for epoch in range(first, n_epochs):
             t0 = time.time()
@@ -300,10 +344,15 @@ def main(argv):
     if distributed:  # every rank must hold the same weights
         digests = [None] * world
         dist.all_gather_object(digests, weights_digest(model))
+        # Tear down in step: DDP (and the communication work it holds) goes first, then every
+        # rank waits for the others before it closes its connections, so no rank exits while a
+        # peer still talks to it.
+        del net
+        dist.barrier()
+        dist.destroy_process_group()
         if len(set(digests)) != 1:
             raise UserError(f"ranks ended with different weights: {digests}")
         say(f"all {world} ranks hold identical weights (sha1 {digests[0][:12]})")
-        dist.destroy_process_group()
     say(f"checkpoints and log.csv written to {s['OUT_DIR']}/ (ce_warmup.pt, final.pt, last.pt)")
     return 0
 

@@ -44,10 +44,10 @@ def test_fgsm_matches_hand_written(ckpt, model, test_set, tmp_path):
     adv = (x + 0.1 * grad.sign()).clamp(0, 1)
     mine = (model(adv).argmax(1) == y).float().mean().item()
     assert abs(script_acc - mine) * len(test_set) <= 1.0
-    assert list(table.columns) == ["checkpoint", "attack", "eps", "accuracy", "n"]
+    assert list(table.columns) == ["checkpoint", "attack", "eps", "accuracy", "ci_low", "ci_high", "n"]
     assert set(table.attack) == {"clean", "fgsm", "worst", "pgd-large-eps"}
     assert (table.n == 360).all()
-    assert (tmp_path / "r.md").read_text().count("| fgsm | 0.1 |") == 1
+    assert (tmp_path / "r.md").read_text().count("| fgsm | 0.1 | 360 |") == 1
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
@@ -98,11 +98,14 @@ def test_sanity_checks_on_hand_made_numbers():
     assert any("fgsm: 50.0% at eps 0.1 -> 60.0% at 0.2" in m for m in text)
     assert any("30.0% accuracy" in m and "WARNING" in m for m in text)
     assert any("pgd 55.0% > fgsm 50.0% at eps 0.1" in m for m in text)
-    assert [ok for ok, _ in checks][-1] is None  # no black-box attack: not run, not a pass
+    black = [ok for ok, msg in checks if "black-box check" in msg]
+    assert black == [None]  # no black-box attack: not run, not a pass
+    assert [ok for ok, msg in checks if "released-vs-AutoAttack" in msg] == [None]
 
 
 def test_deterministic(ckpt, tmp_path):
-    args = [ckpt, "--attacks=pgd,square", "--eps=0.1", "--n=100", "--square_queries=50"]
+    args = [ckpt, "--attacks=pgd,square,apgd-t", "--eps=0.1", "--n=100", "--square_queries=50",
+            "--apgd_steps=5"]
     assert adv_testing.main(args + [f"--out={tmp_path / 'a.csv'}"]) == 0
     assert adv_testing.main(args + [f"--out={tmp_path / 'b.csv'}"]) == 0
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
@@ -117,8 +120,12 @@ def test_bad_input(ckpt, tmp_path, capsys):
     out = tmp_path / "res" / "r.csv"
     cases = [([str(tmp_path / "nope.pt")], "no such checkpoint"),
              ([str(broken)], "truncated"),
-             ([ckpt, "--attacks=fgsm,deepfool"], "unknown attack 'deepfool'"),
+             ([ckpt, "--attacks=fgsm,deepfool"], "--attacks=fgsm,deepfool is out of range: allowed a comma list of at least 1 item, each item one of fgsm"),
+             ([ckpt, "--steps=0"], "--steps=0 is out of range"),
+             ([ckpt, "--batch_size=0"], "--batch_size=0 is out of range"),
+             ([ckpt, "--square_queries=0"], "--square_queries=0 is out of range"),
              ([ckpt, "--eps=0.1,1.5"], "(0, 1]"),
+             ([ckpt, "--eps=abc"], "--eps=abc is out of range"),
              ([ckpt, "--eps=0"], "(0, 1]"),
              ([ckpt, str(tmp_path / "mnist.pt")], "different datasets"),
              ([], "name at least one checkpoint")]
@@ -127,3 +134,85 @@ def test_bad_input(ckpt, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error:") and words in err and err.count("\n") == 1, err
     assert not os.path.exists(out.parent)  # nothing half-written
+
+
+FAST = ["--apgd_steps=10", "--fab_steps=10", "--square_queries=300", "--spsa_iters=1"]
+FAST_SETTINGS = dict(SETTINGS, APGD_STEPS=10, FAB_STEPS=10, SQUARE_QUERIES=300, SPSA_ITERS=1)
+
+
+def test_suites_expand_as_documented():
+    assert adv_testing.expand(["released"]) == ["fgsm", "mim", "pgd", "spsa"]
+    assert adv_testing.expand(["autoattack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert adv_testing.expand(["pgd", "released", "square", "autoattack"]) == \
+        ["pgd", "fgsm", "mim", "spsa", "square", "apgd-ce", "apgd-t", "fab-t"]
+    assert adv_testing.ATTACKS == ["released", "autoattack"]  # the default: both, worst over all
+
+
+def test_default_suite_worst_and_intervals(ckpt, tmp_path):
+    out = tmp_path / "r.csv"
+    assert adv_testing.main([ckpt, "--eps=0.1", "--n=120", "--n_strong=80", f"--out={out}", *FAST]) == 0
+    table = pd.read_csv(out)
+    rows = table[table.eps == 0.1].set_index("attack")
+    assert list(rows.index) == ["fgsm", "mim", "pgd", "spsa", "apgd-ce", "apgd-t", "fab-t", "square",
+                                "worst"]
+    assert rows.loc["fgsm", "n"] == 120 and rows.loc["apgd-t", "n"] == 80 and rows.loc["worst", "n"] == 80
+    assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
+    assert ((table.ci_high - table.ci_low) > 0).all()
+    # Wilson 95 %: 0 correct of 80 -> [0, 4.58 %]; recompute every row's interval independently
+    from metrics import wilson
+    for _, r in table.iterrows():
+        low, high = wilson(round(r.accuracy * r.n), r.n)
+        assert abs(low - r.ci_low) < 1e-5 and abs(high - r.ci_high) < 1e-5
+    assert abs(wilson(0, 80)[1] - 0.0458) < 5e-4 and abs(wilson(40, 80)[0] - 0.3930) < 5e-4
+    assert rows.loc["worst", "accuracy"] <= rows.drop("worst")["accuracy"].min() + 1e-9
+    text = (tmp_path / "r.md").read_text()
+    assert "| **worst** | 0.1 | 80 |" in text and "released-vs-AutoAttack" not in text
+
+
+def test_worst_never_above_any_attack_per_sample(model, test_set):
+    index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(1))[:90]
+    attacks = adv_testing.expand(["released", "autoattack"])
+    correct = adv_testing.run_attacks(model, test_set, index, attacks, [0.05, 0.1], FAST_SETTINGS,
+                                      "cpu", n_strong=60)
+    worst = adv_testing.worst_case(correct, [0.05, 0.1])
+    aa = adv_testing.worst_case(correct, [0.05, 0.1], adv_testing.SUITES["autoattack"])
+    for eps in (0.05, 0.1):
+        w = worst[("worst", eps)]
+        assert len(w) == 60
+        for name in attacks:
+            assert not (w & ~correct[(name, eps)][:60]).any(), name  # robust in worst => under each
+        assert not (w & ~aa[("worst", eps)]).any()  # AutoAttack's rows never more robust than worst
+        assert w.sum() <= aa[("worst", eps)].sum()
+
+
+def test_released_vs_autoattack_warning(model, test_set):
+    """A model whose logits are multiplied by 1e4 after a saturating layer: CE gradients vanish,
+    so the released attacks (CE-based) fail while AutoAttack (DLR loss, Square) does not. At eps
+    0.3 both suites break the plain model completely: there the check must stay quiet. (At
+    smaller eps the released attacks are honestly weaker than AutoAttack on a plain model too, by
+    several points, and the check says so: that is a finding, not noise.)"""
+    index = torch.arange(150)
+    verdicts = {}
+    for name, net in (("plain", model), ("masked", Scaled(model))):
+        correct = adv_testing.run_attacks(net, test_set, index, adv_testing.expand(["released", "autoattack"]),
+                                          [0.3], FAST_SETTINGS, "cpu")
+        acc = {k: v.float().mean().item() for k, v in correct.items()}
+        suites = {n: {e: v.float().mean().item() for (_, e), v in
+                      adv_testing.worst_case(correct, [0.3], members).items()}
+                  for n, members in adv_testing.SUITES.items()}
+        verdicts[name] = [msg for ok, msg in adv_testing.sanity_checks(acc, len(index), suites=suites)
+                          if ok is False]
+    masked = [m for m in verdicts["masked"] if "released attacks overstate" in m]
+    assert masked and masked[0].startswith("WARNING the released attacks overstate robustness by ")
+    assert " points at eps 0.3" in masked[0]
+    assert not any("released attacks overstate" in m for m in verdicts["plain"]), verdicts["plain"]
+
+
+def test_mcnemar_and_wilson_on_known_numbers():
+    from metrics import mcnemar, wilson
+    a = torch.tensor([True] * 10 + [False] * 10)
+    assert mcnemar(a, a) == 1.0
+    b = torch.tensor([False] * 10 + [False] * 10)  # 10 discordant pairs, all one way
+    assert abs(mcnemar(a, b) - 2 / 2 ** 10) < 1e-12
+    low, high = wilson(50, 100)
+    assert abs(low - 0.4038) < 1e-4 and abs(high - 0.5962) < 1e-4

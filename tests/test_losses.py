@@ -197,3 +197,43 @@ print("ok", before.item(), after.item())
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+def test_released_notebook_loss_lines_run_unchanged(tmp_path):
+    """The released notebook's exact lines (imports, constructors, the objective), run on the two
+    files alone, against the formulas of spec.md 1.1 and 1.2 written out here."""
+    import textwrap
+    for name in ("hard_margin_loss.py", "margin_loss_soft_logit.py"):
+        shutil.copy(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), name),
+                    tmp_path / name)
+    script = textwrap.dedent("""
+        import torch
+        from hard_margin_loss import MarginLoss
+        from margin_loss_soft_logit import MarginLoss as LogitMargin
+        logit_margin = LogitMargin()
+        c_margin = MarginLoss(margin=0.995)
+        torch.manual_seed(0)
+        output, target = torch.randn(64, 10, dtype=torch.float64) * 3, torch.randint(0, 10, (64,))
+        m_loss = c_margin(output, target)
+        logit_m_loss = logit_margin(output, target)
+        batch_loss = m_loss + 0.05 * logit_m_loss
+        # the formulas, written out with loops
+        p = torch.softmax(output, 1)
+        pc = lc = 0.0
+        for i in range(64):
+            y = int(target[i])
+            others = [j for j in range(10) if j != y]
+            w = torch.softmax(output[i, others], 0)
+            for k, j in enumerate(others):
+                pc += max(0.0, 0.995 + float(p[i, j]) - float(p[i, y]))
+                lc += max(0.0, float(w[k]) * float(output[i, y] - output[i, j]))
+        expected = pc / (64 * 9) + 0.05 * lc / 64
+        assert abs(batch_loss.item() - expected) < 1e-10, (batch_loss.item(), expected)
+        assert LogitMargin(num_classes=10, use_gpu=True)(output, target).item() == logit_m_loss.item()
+        print("ok")
+    """)
+    (tmp_path / "notebook.py").write_text(script)
+    # -E -s: no environment, no user site; the script's folder (the two files alone) is on the path
+    res = subprocess.run([sys.executable, "-E", "-s", str(tmp_path / "notebook.py")], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

@@ -18,18 +18,21 @@ def test_every_model_every_shape(name):
         torch.manual_seed(0)
         model = build_model(name, channels, size, classes)
         x = torch.rand(3, channels, size, size)
+        model.eval()  # dropout (alexnet) would make two passes differ
         logits, emb = model(x), model.embed(x)
         assert logits.shape == (3, classes)
         assert emb.shape == (3, model.embed_dim)
         assert torch.allclose(model.head(emb), logits, atol=1e-5)  # embed is the penultimate layer
+        model.train()
+        logits = model(x)
         logits.sum().backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all()
                    for p in model.parameters() if p.requires_grad)
 
 
 def test_unknown_model_lists_names():
-    with pytest.raises(ValueError, match="lenet5.*resnet110.*vit"):
-        build_model("alexnet", 3, 32, 10)
+    with pytest.raises(ValueError, match="lenet5.*resnet110.*vit.*lenet-classic.*resnet50"):
+        build_model("alexnet2", 3, 32, 10)
 
 
 def test_digits_sizes_and_range():
