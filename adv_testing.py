@@ -10,70 +10,86 @@ The default runs the released notebook's attacks (FGSM, MIM, PGD, SPSA) and Auto
 Writes OUT (CSV, long form: checkpoint, attack, eps, accuracy, ci_low, ci_high, n), OUT with .md
 (the table, the checks, the pairwise comparisons) and .png (accuracy against eps).
 """
+import hashlib
+import importlib.util
+import json
 import math
 import os
+import re
 import sys
+import time
 from collections import namedtuple
 
 import torch
+import torch.distributed as dist
 import torchattacks as ta
+from torch import nn
 from tqdm import tqdm
 
-from checkpoints import atomic_write, load_checkpoint, model_from_checkpoint
-from cli import (DEVICE_RULE, WRITABLE_FILE, ANY_TEXT, UserError, check_settings, each,
+from checkpoints import (atomic_write, is_project_checkpoint, load_weights, model_from_checkpoint,
+                         read_weights_file)
+from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_FILE, Rule, UserError, check_settings, each,
                  grid_or_auto, interval, one_of, parse_settings, parse_value, resolve_device, run,
                  settings_of)
-from data import MNIST_FAMILY, get_dataset
+from data import DATASETS, MNIST_FAMILY, dataset_info, get_dataset
 from metrics import mcnemar, wilson
+from models import MODEL_NAMES, build_model
 
 # ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
 ATTACKS = ["released", "autoattack"]  # attack and suite names: see ATTACK_TABLE and SUITES
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
 N = 0                              # test images for the cheap attacks (0: all), a fixed random subset
-N_STRONG = 1000                    # the first N_STRONG of those get every attack (0: all of them)
+N_STRONG = 500                     # the first N_STRONG of those get every attack (0: all of them)
 BATCH_SIZE = 500                   # images per attack call
 STEPS = 10                         # mim / pgd / bim iterations, step size eps/STEPS (released)
-APGD_STEPS = 100                   # apgd-ce, apgd-t iterations (AutoAttack standard: 100)
+APGD_STEPS = 10                    # apgd-ce, apgd-t iterations (torchattacks' AutoAttack: 10; the paper's: 100)
 APGD_RESTARTS = 1                  # apgd-ce, apgd-t restarts (standard: 1)
-FAB_STEPS = 100                    # fab-t iterations per target class (standard: 100)
+FAB_STEPS = 10                     # fab-t iterations per target class (torchattacks: 10; the paper's: 100)
 FAB_RESTARTS = 1                   # fab-t restarts (standard: 1)
 SQUARE_QUERIES = 5000              # queries of the Square attack (standard: 5000)
-SPSA_ITERS = 10                    # iterations of SPSA (128 samples each)
+SPSA_ITERS = 1                     # iterations of SPSA, 128 samples each (torchattacks: 1; released: 10)
 CW_STEPS = 50                      # iterations of CW-L2
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
-DATA_DIR = ""                      # "" : the DATA_DIR the checkpoint was trained with
-OUT = "results/adv_testing.csv"    # CSV; the .md table and .png plot go beside it
+MODEL = ""                         # for plain state_dict files: a project architecture (models/)
+DATASET = ""                       # for files that do not name their dataset (state_dicts, --arch)
+ARCH = ""                          # your own model class instead: path/to/file.py:ClassName
+ARCH_ARGS = ""                     # keyword arguments of that class: a=1,b=2.5,c=text
+DATA_DIR = ""                      # "" : the DATA_DIR the checkpoint was trained with (or ./data)
+OUT = "results/adv_testing.csv"    # CSV; the .md table, .png plot, .log and .cache/ go beside it
+FRESH = False                      # ignore finished jobs in the cache and compute everything again
 SEED = 0                           # subset choice and the attacks' random starts
 DEVICE = "auto"                    # auto (cuda if present), cpu, cuda ...
 # -------------------------------------------------------------------------------------------------
 
-# name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, builder(model, eps, classes, s)
-Attack = namedtuple("Attack", "white iterative costly build")
+# name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, the settings it reads,
+# builder(model, eps, classes, s)
+Attack = namedtuple("Attack", "white iterative costly settings build")
+_APGD, _FAB = ("APGD_STEPS", "APGD_RESTARTS"), ("FAB_STEPS", "FAB_RESTARTS")
 ATTACK_TABLE = {
-    "fgsm": Attack(True, False, False, lambda m, e, k, s: ta.FGSM(m, eps=e)),
-    "mim": Attack(True, True, False, lambda m, e, k, s: ta.MIFGSM(m, eps=e, alpha=e / s["STEPS"],
+    "fgsm": Attack(True, False, False, (), lambda m, e, k, s: ta.FGSM(m, eps=e)),
+    "mim": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.MIFGSM(m, eps=e, alpha=e / s["STEPS"],
                                                                   steps=s["STEPS"], decay=1.0)),
-    "pgd": Attack(True, True, False, lambda m, e, k, s: ta.PGD(m, eps=e, alpha=e / s["STEPS"],
+    "pgd": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.PGD(m, eps=e, alpha=e / s["STEPS"],
                                                                steps=s["STEPS"], random_start=True)),
-    "bim": Attack(True, True, False, lambda m, e, k, s: ta.BIM(m, eps=e, alpha=e / s["STEPS"],
+    "bim": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.BIM(m, eps=e, alpha=e / s["STEPS"],
                                                                steps=s["STEPS"])),
     # CW is an L2 attack; its perturbation is clipped into the L-inf ball (see attack_job)
-    "cw": Attack(True, True, True, lambda m, e, k, s: ta.CW(m, c=1, kappa=0, steps=s["CW_STEPS"], lr=0.01)),
-    "spsa": Attack(False, True, True, lambda m, e, k, s: ta.SPSA(
+    "cw": Attack(True, True, True, ("CW_STEPS",), lambda m, e, k, s: ta.CW(m, c=1, kappa=0, steps=s["CW_STEPS"], lr=0.01)),
+    "spsa": Attack(False, True, True, ("SPSA_ITERS",), lambda m, e, k, s: ta.SPSA(
         m, eps=e, delta=0.01, lr=0.01, nb_iter=s["SPSA_ITERS"], nb_sample=128, max_batch_size=64)),
-    "square": Attack(False, True, True, lambda m, e, k, s: ta.Square(
+    "square": Attack(False, True, True, ("SQUARE_QUERIES",), lambda m, e, k, s: ta.Square(
         m, norm="Linf", eps=e, n_queries=s["SQUARE_QUERIES"], n_restarts=1, seed=s["SEED"])),
-    "apgd-ce": Attack(True, True, True, lambda m, e, k, s: ta.APGD(
+    "apgd-ce": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGD(
         m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], loss="ce",
         seed=s["SEED"])),
-    "apgd-t": Attack(True, True, True, lambda m, e, k, s: ta.APGDT(
+    "apgd-t": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGDT(
         m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], n_classes=k,
         seed=s["SEED"])),
-    "fab-t": Attack(True, True, True, lambda m, e, k, s: ta.FAB(
+    "fab-t": Attack(True, True, True, _FAB, lambda m, e, k, s: ta.FAB(
         m, norm="Linf", eps=e, steps=s["FAB_STEPS"], n_restarts=s["FAB_RESTARTS"],
         multi_targeted=True, n_classes=k, seed=s["SEED"])),
     # AutoAttack standard as one cascade (each attack only on what the previous ones left)
-    "autoattack-cascade": Attack(True, True, True, lambda m, e, k, s: ta.MultiAttack(
+    "autoattack-cascade": Attack(True, True, True, _APGD + _FAB + ("SQUARE_QUERIES",), lambda m, e, k, s: ta.MultiAttack(
         [ATTACK_TABLE[a].build(m, e, k, s) for a in SUITES["autoattack"]])),
 }
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the released notebook's set
@@ -90,8 +106,13 @@ RANGES = {
     "FAB_STEPS": interval("[1, inf)", integer=True), "FAB_RESTARTS": interval("[1, inf)", integer=True),
     "SQUARE_QUERIES": interval("[1, inf)", integer=True), "SPSA_ITERS": interval("[1, inf)", integer=True),
     "CW_STEPS": interval("[1, inf)", integer=True), "LARGE_EPS": interval("(0, 1]"),
-    "DATA_DIR": ANY_TEXT, "OUT": WRITABLE_FILE, "SEED": interval("[0, inf)", integer=True),
-    "DEVICE": DEVICE_RULE,
+    "MODEL": one_of("", *MODEL_NAMES), "DATASET": one_of("", *DATASETS),
+    "ARCH": Rule("empty, or FILE.py:ClassName", lambda v: v == "" or re.fullmatch(r".+\.py:\w+", v)
+                 is not None, ("model.py", "model.py:")),
+    "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
+        re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
+    "DATA_DIR": ANY_TEXT, "OUT": WRITABLE_FILE, "FRESH": BOOL,
+    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE,
 }
 
 
@@ -116,38 +137,47 @@ def build_attack(name, model, eps, num_classes, s):
     return ATTACK_TABLE[name].build(model, eps, num_classes, s)
 
 
-def attack_job(model, dataset, index, name, eps, s, device):
+def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
     """Per-sample correctness (bool, on the CPU) of `model` under attack `name` at `eps` on the
-    images `index`. Every adversarial batch is checked to lie in the eps ball and in [0, 1]."""
-    torch.manual_seed(s["SEED"])
-    attack = build_attack(name, model, eps, dataset.num_classes, s)
-    correct = []
-    for b in index.split(s["BATCH_SIZE"]):
-        x, y = dataset.batch(b, device)
-        adv = attack(x, y)
-        if name == "cw":
-            adv = x + (adv - x).clamp(-eps, eps)
-        if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
-            raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
-        adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
+    images `index` ("clean": no attack). The images go in blocks of BATCH_SIZE, each attacked with
+    its own seed, so the result does not depend on how blocks are shared out: this process takes
+    blocks rank, rank + world, ... and the others are gathered from the other processes.
+    Every adversarial batch is checked to lie in the eps ball and in [0, 1]."""
+    model.eval()
+    attack = None if name == "clean" else build_attack(name, model, eps, dataset.num_classes, s)
+    mine = []
+    blocks = index.split(s["BATCH_SIZE"])
+    for number in range(rank, len(blocks), world):
+        x, y = dataset.batch(blocks[number], device)
+        if attack is None:
+            adv = x
+        else:
+            torch.manual_seed(s["SEED"] * 1_000_003 + number)
+            adv = attack(x, y)
+            if name == "cw":
+                adv = x + (adv - x).clamp(-eps, eps)
+            if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
+                raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
+            adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
         with torch.no_grad():
-            correct.append((model(adv).argmax(1) == y).cpu())
-    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+            mine.append((number, (model(adv).argmax(1) == y).cpu()))
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, mine)
+        mine = [item for part in parts for item in part]
+    mine.sort(key=lambda item: item[0])
+    return torch.cat([t for _, t in mine]) if mine else torch.zeros(0, dtype=torch.bool)
 
 
 def run_attacks(model, dataset, index, attacks, eps_list, s, device, n_strong=None, desc=""):
     """Per-sample correctness: {("clean", 0.0): bool[n], (attack, eps): bool[n or n_strong]}.
     Cheap attacks run on all of `index`, costly ones on its first `n_strong` images."""
-    model.eval()
     n_strong = len(index) if n_strong is None else n_strong
-    with torch.no_grad():
-        out = {("clean", 0.0): torch.cat([model(dataset.batch(b, device)[0]).argmax(1).cpu()
-                                          == dataset.labels[b] for b in index.split(s["BATCH_SIZE"])])}
-    jobs = [(a, e) for a in attacks for e in eps_list]
-    interactive = sys.stderr.isatty()
-    for name, eps in tqdm(jobs, desc=f"attacks {desc}".strip(), disable=not interactive):
-        part = index[:n_strong] if ATTACK_TABLE[name].costly else index
-        out[(name, eps)] = attack_job(model, dataset, part, name, eps, s, device)
+    out = {("clean", 0.0): attack_job(model, dataset, index, "clean", 0.0, s, device)}
+    for name in attacks:
+        for eps in eps_list:
+            part = index[:n_strong] if ATTACK_TABLE[name].costly else index
+            out[(name, eps)] = attack_job(model, dataset, part, name, eps, s, device)
     return out
 
 
@@ -319,23 +349,126 @@ def write_outputs(rows, labels, checks, out, extra=""):
     return text
 
 
+class LogitsOnly(nn.Module):
+    """A user model whose forward returns (logits, ...) -- as the released models do -- seen as
+    one that returns the logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def parse_arch_args(text):
+    """'a=1,b=2.5,c=text,d=true' -> {"a": 1, "b": 2.5, "c": "text", "d": True}."""
+    kwargs = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        for kind in (int, float):
+            try:
+                kwargs[key] = kind(value)
+                break
+            except ValueError:
+                pass
+        else:
+            kwargs[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return kwargs
+
+
+def build_user_model(spec, args_text):
+    """Instantiate ClassName from path/to/file.py (--arch), with --arch_args as keywords."""
+    path, _, class_name = spec.rpartition(":")
+    if not os.path.isfile(path):
+        raise UserError(f"--arch={spec}: no such file {path}")
+    try:
+        module_spec = importlib.util.spec_from_file_location(f"user_arch_{class_name}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    except Exception as err:
+        raise UserError(f"--arch={spec}: importing {path} failed: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(getattr(module, class_name, None), type):
+        raise UserError(f"--arch={spec}: {path} defines no class {class_name}")
+    try:
+        return getattr(module, class_name)(**parse_arch_args(args_text))
+    except Exception as err:
+        raise UserError(f"--arch={spec}: {class_name}({args_text}) failed: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+Loaded = namedtuple("Loaded", "model dataset fingerprint data_dir")
+
+
+def load_model(path, s):
+    """Loaded(model, dataset name, fingerprint, data dir) for a file: a checkpoint of this project,
+    or a plain state_dict with --model (a project architecture) or --arch (your class), and
+    --dataset. The fingerprint (the bytes of the weights and of --arch's file) keys the cache."""
+    state = read_weights_file(path)
+    meta = state.get("meta") if is_project_checkpoint(state) else None
+    weights = state["model"] if meta else state
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise UserError(f"{path}: neither a checkpoint of this project nor a state_dict of tensors")
+    dataset = (meta or {}).get("dataset") or s["DATASET"]
+    if not dataset:
+        raise UserError(f"{path} does not name its dataset: add --dataset=NAME")
+    fingerprint = hashlib.sha1(open(path, "rb").read()).hexdigest()
+    data_dir = (meta or {}).get("settings", {}).get("DATA_DIR", "./data")
+    if s["ARCH"]:
+        model = build_user_model(s["ARCH"], s["ARCH_ARGS"])
+        load_weights(model, weights, path, dict(model=s["ARCH"], dataset=dataset))
+        arch_file = s["ARCH"].rpartition(":")[0]
+        fingerprint += hashlib.sha1(open(arch_file, "rb").read()).hexdigest() + s["ARCH"] + s["ARCH_ARGS"]
+        return Loaded(LogitsOnly(model), dataset, fingerprint, data_dir)
+    if meta:
+        return Loaded(model_from_checkpoint(state, path), dataset, fingerprint, data_dir)
+    if not s["MODEL"]:
+        raise UserError(f"{path} is a plain state_dict: name its architecture with --model=NAME "
+                        f"(one of this project's) or --arch=FILE.py:ClassName")
+    channels, size, classes = dataset_info(dataset)
+    model = build_model(s["MODEL"], channels, size, classes)
+    load_weights(model, weights, path, dict(model=s["MODEL"], dataset=dataset, num_classes=classes))
+    return Loaded(model, dataset, fingerprint + s["MODEL"], data_dir)
+
+
+def job_key(fingerprint, name, eps, images, s, device):
+    """What a job's result depends on: the model's bytes, the attack and the settings it reads,
+    the images and how they are batched and seeded."""
+    used = () if name == "clean" else ATTACK_TABLE[name].settings
+    material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0],
+                    images=hashlib.sha1(images.numpy().tobytes()).hexdigest(),
+                    torchattacks=ta.__version__, **{k: s[k] for k in used + ("BATCH_SIZE", "SEED")})
+    return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
 def main(argv):
     s, paths = parse_settings(settings_of(globals()), argv)
     check_settings(s, RANGES)
     if not paths:
         raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
     attacks = expand(s["ATTACKS"])
-    states = [load_checkpoint(p) for p in paths]  # every file is checked before any work
-    datasets = {st["meta"]["dataset"] for st in states}
+    loaded = [load_model(p, s) for p in paths]  # every file is checked before any work
+    datasets = {m.dataset for m in loaded}
     if len(datasets) > 1:
         raise UserError("checkpoints of different datasets cannot share one table: " +
-                        ", ".join(f"{p} ({st['meta']['dataset']})" for p, st in zip(paths, states)))
+                        ", ".join(f"{p} ({m.dataset})" for p, m in zip(paths, loaded)))
     dataset_name = datasets.pop()
     eps_list = default_eps(dataset_name) if s["EPS"] == "auto" else parse_value("EPS", s["EPS"], [0.0])
+
+    # ---- processes: under torchrun the image blocks are shared out; rank 0 alone writes ---------
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     device = resolve_device(s["DEVICE"])
-    models = [model_from_checkpoint(st, p).to(device) for p, st in zip(paths, states)]
-    root = s["DATA_DIR"] or states[0]["meta"]["settings"].get("DATA_DIR", "./data")
-    test_set = get_dataset(dataset_name, train=False, root=root)
+    if distributed:
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    is_main = rank == 0
+    models = [m.model.to(device) for m in loaded]
+    test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
     count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))[:count]
     n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)
@@ -343,11 +476,58 @@ def main(argv):
     labels = [label_of(p) for p in paths]
     if len(set(labels)) < len(labels):
         labels = [f"{i + 1}:{lab}" for i, lab in enumerate(labels)]
+    base = os.path.splitext(s["OUT"])[0]
+    cache_dir = base + ".cache"
+    if is_main:
+        os.makedirs(cache_dir, exist_ok=True)
+    jobs = [(i, row, name, eps) for i in range(len(models))
+            for row, name, eps in [("clean", "clean", 0.0)] + [(a, a, e) for a in attacks for e in eps_list]
+            + [("pgd-large-eps", "pgd", s["LARGE_EPS"])]]
+    results = {}
+    log = open(base + ".log", "a") if is_main else None
+    bar = tqdm(jobs, desc="jobs", disable=not (is_main and sys.stderr.isatty()))
+    for i, row, name, eps in bar:
+        costly = row == "pgd-large-eps" or (name != "clean" and ATTACK_TABLE[name].costly)
+        part = index[:n_strong] if costly else index
+        key = job_key(loaded[i].fingerprint, name, eps, part, s, device)
+        path = os.path.join(cache_dir, key + ".pt")
+        start = time.time()
+        cached = None
+        if is_main and not s["FRESH"] and os.path.exists(path):
+            try:
+                cached = torch.load(path, weights_only=True)
+            except Exception:  # a damaged cache file is recomputed
+                cached = None
+        if distributed:
+            box = [cached]
+            dist.broadcast_object_list(box, src=0)
+            cached = box[0]
+        right = cached if cached is not None else attack_job(models[i], test_set, part, name, eps, s,
+                                                             device, rank, world)
+        if is_main and cached is None:
+            atomic_write(path, lambda f: torch.save(right, f))
+        results[(i, row, eps)] = right
+        if is_main:
+            line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {labels[i]}  {name}  eps {eps:.4g}  "
+                    f"accuracy {right.float().mean().item():.4f}  n {len(right)}  "
+                    f"{'cached' if cached is not None else f'computed in {time.time() - start:.1f} s'}")
+            log.write(line + "\n")
+            log.flush()
+            if not sys.stderr.isatty():
+                print(line, flush=True)
+    if log:
+        log.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not is_main:
+        return 0
+
     rows, checks, per_sample = [], {}, {}
-    for label, model in zip(labels, models):
-        correct = run_attacks(model, test_set, index, attacks, eps_list, s, device, n_strong, desc=label)
+    for i, label in enumerate(labels):
+        correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
+        large = results[(i, "pgd-large-eps", s["LARGE_EPS"])]
         correct.update(worst_case(correct, eps_list))
-        large = attack_job(model, test_set, index[:n_strong], "pgd", s["LARGE_EPS"], s, device)
         common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
         suites = {name: {e: v.float().mean().item() for (_, e), v in
                          worst_case(correct, eps_list, members).items()}
@@ -360,8 +540,7 @@ def main(argv):
     rows.sort(key=lambda r: (order[r[1]], r[2]))
     text = write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels))
     print(text)
-    base = os.path.splitext(s["OUT"])[0]
-    print(f"written: {s['OUT']}, {base}.md, {base}.png")
+    print(f"written: {s['OUT']}, {base}.md, {base}.png, {base}.log (cache: {cache_dir}/)")
     return 0
 
 

@@ -38,12 +38,12 @@ def save_checkpoint(path, model, meta, **extra):
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint of this project; any problem is a one-line UserError naming the file."""
+def read_weights_file(path, map_location="cpu"):
+    """torch.load(weights_only=True) of any file; any problem is a one-line UserError naming it."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such checkpoint file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise UserError(f"{path}: refused to load, its pickle would build objects other than "
@@ -51,7 +51,16 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as err:  # a cut zip, a damaged pickle, a text file ...
         raise UserError(f"{path}: truncated or not a PyTorch checkpoint "
                         f"({type(err).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+
+
+def is_project_checkpoint(state):
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint of this project; any problem is a one-line UserError naming the file."""
+    state = read_weights_file(path, map_location)
+    if not is_project_checkpoint(state):
         raise UserError(f"{path}: not a checkpoint of this project (no '{FORMAT}' format tag)")
     meta = state.get("meta", {})
     if meta.get("model") not in MODEL_NAMES or "model" not in state:
@@ -68,7 +77,10 @@ def model_from_checkpoint(state, path="checkpoint"):
 
 
 def load_weights(model, weights, path, meta):
-    """load_state_dict with a one-line error when the weights were made for another model."""
+    """load_state_dict with a one-line error when the weights were made for another model.
+    A `module.` prefix on every key (weights saved from DataParallel/DDP) is dropped."""
+    if weights and all(k.startswith("module.") for k in weights):
+        weights = {k[len("module."):]: v for k, v in weights.items()}
     try:
         model.load_state_dict(weights)
     except RuntimeError:

@@ -45,6 +45,8 @@ def parse_settings(defaults, argv, presets=None):
     settings, positional, overrides = dict(defaults), [], []
     presets = presets or {}
     for arg in argv:
+        if arg == "--":  # torchrun's separator (it would take --n=... for an abbreviation of its own)
+            continue
         if not arg.startswith("--"):
             positional.append(arg)
             continue

@@ -216,3 +216,121 @@ def test_mcnemar_and_wilson_on_known_numbers():
     assert abs(mcnemar(a, b) - 2 / 2 ** 10) < 1e-12
     low, high = wilson(50, 100)
     assert abs(low - 0.4038) < 1e-4 and abs(high - 0.5962) < 1e-4
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import adv_testing
+original = adv_testing.atomic_write
+def write_then_die(path, write):
+    original(path, write)
+    if path.endswith(".pt"):  # the first finished job is stored: die the hard way
+        os.kill(os.getpid(), signal.SIGKILL)
+adv_testing.atomic_write = write_then_die
+sys.exit(adv_testing.main(sys.argv[1:]))
+"""
+QUICK = ["--attacks=fgsm,pgd,square", "--eps=0.05,0.1", "--n=120", "--n_strong=60", "--square_queries=50"]
+
+
+def computed(log_text):
+    return sum("computed in" in line for line in log_text.splitlines())
+
+
+def test_resume_after_sigkill_gives_identical_csv(ckpt, tmp_path, root):
+    import signal
+    import subprocess
+    import sys
+    whole = tmp_path / "whole" / "r.csv"
+    assert adv_testing.main([ckpt, *QUICK, f"--out={whole}"]) == 0
+    jobs = computed((tmp_path / "whole" / "r.log").read_text())
+    assert jobs == 1 + 3 * 2 + 1  # clean, 3 attacks x 2 eps, the large-eps PGD check
+    out = tmp_path / "killed" / "r.csv"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=root))
+    killed = subprocess.run([sys.executable, str(script), ckpt, *QUICK, f"--out={out}"], cwd=root,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    assert len(os.listdir(tmp_path / "killed" / "r.cache")) == 1
+    assert adv_testing.main([ckpt, *QUICK, f"--out={out}"]) == 0
+    log = (tmp_path / "killed" / "r.log").read_text()
+    assert computed(log) == jobs - 1 and log.count("cached") == 1  # only the killed run's job is reused
+    assert out.read_text() == whole.read_text()
+    # a changed setting recomputes exactly the jobs it touches; --fresh recomputes everything
+    assert adv_testing.main([ckpt, *QUICK[:-1], "--square_queries=60", f"--out={out}"]) == 0
+    log2 = (tmp_path / "killed" / "r.log").read_text()[len(log):]
+    assert computed(log2) == 2 and log2.count("cached") == jobs - 2
+    assert adv_testing.main([ckpt, *QUICK, "--fresh=true", f"--out={out}"]) == 0
+    log3 = (tmp_path / "killed" / "r.log").read_text()[len(log) + len(log2):]
+    assert computed(log3) == jobs and out.read_text() == whole.read_text()
+
+
+USER_MODEL = """
+from torch import nn
+
+class MyLeNet(nn.Module):  # the released models return (logits, features)
+    def __init__(self, classes=10, width=84):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, width), nn.ReLU())
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        emb = self.features(x)
+        return self.head(emb), emb
+"""
+
+
+def test_plain_state_dict_and_own_class_match_checkpoint(ckpt, tmp_path):
+    state = load_checkpoint(ckpt)
+    torch.save({f"module.{k}": v for k, v in state["model"].items()}, tmp_path / "plain.pth")  # DataParallel style
+    (tmp_path / "mine.py").write_text(USER_MODEL)
+    args = ["--attacks=fgsm,mim", "--eps=0.1", "--n=150"]
+    runs = {"ckpt": [ckpt],
+            "plain": [str(tmp_path / "plain.pth"), "--model=lenet5", "--dataset=digits"],
+            "arch": [str(tmp_path / "plain.pth"), f"--arch={tmp_path / 'mine.py'}:MyLeNet",
+                     "--arch_args=classes=10,width=84", "--dataset=digits"],
+            "arch-ckpt": [ckpt, f"--arch={tmp_path / 'mine.py'}:MyLeNet"]}
+    tables = {}
+    for name, extra in runs.items():
+        out = tmp_path / name / "r.csv"
+        assert adv_testing.main([*extra, *args, f"--out={out}"]) == 0
+        tables[name] = pd.read_csv(out)[["attack", "eps", "accuracy", "n"]]
+    for name in ("plain", "arch", "arch-ckpt"):
+        assert tables[name].equals(tables["ckpt"]), name
+
+
+def test_foreign_file_errors(ckpt, tmp_path, capsys):
+    state = load_checkpoint(ckpt)
+    torch.save(state["model"], tmp_path / "plain.pth")
+    (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
+    plain = str(tmp_path / "plain.pth")
+    cases = [([plain, "--dataset=digits"], "plain state_dict: name its architecture with --model=NAME"),
+             ([plain, "--model=lenet5"], "does not name its dataset: add --dataset=NAME"),
+             ([plain, "--model=cnn3", "--dataset=digits"], "do not fit"),
+             ([plain, f"--arch={tmp_path / 'bad.py'}:Net", "--dataset=digits"], "RuntimeError: boom"),
+             ([plain, f"--arch={tmp_path / 'nope.py'}:Net", "--dataset=digits"], "no such file"),
+             ([plain, f"--arch={tmp_path / 'bad.py'}", "--dataset=digits"], "--arch="),
+             ([plain, "--arch_args=a", "--model=lenet5", "--dataset=digits"], "--arch_args=a is out of range")]
+    for args, words in cases:
+        assert run(adv_testing.main, args + [f"--out={tmp_path / 'o' / 'r.csv'}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_torchrun_two_processes_equal_one(ckpt, tmp_path, root):
+    import subprocess
+    import sys
+    args = [ckpt, "--attacks=fgsm,mim,pgd", "--eps=0.1", "--n=200", "--batch_size=40", "--device=cpu"]
+    one = tmp_path / "one" / "r.csv"
+    assert adv_testing.main([*args, f"--out={one}"]) == 0
+    two = tmp_path / "two" / "r.csv"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "adv_testing.py", "--", *args, f"--out={two}"]  # "--": torchrun would read --n as its own
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[:3000] + "\n...\n" + res.stderr[-1500:]
+    assert res.stdout.count("written:") == 1  # rank 0 alone writes
+    assert two.read_text() == one.read_text()  # fgsm and mim deterministic; pgd seeded per block
