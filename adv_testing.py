@@ -39,7 +39,7 @@ from models import MODEL_NAMES, build_model
 ATTACKS = ["released", "autoattack"]  # attack and suite names: see ATTACK_TABLE and SUITES
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
 N = 0                              # test images for the cheap attacks (0: all), a fixed random subset
-N_STRONG = 500                     # the first N_STRONG of those get every attack (0: all of them)
+N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)
 BATCH_SIZE = 500                   # images per attack call
 STEPS = 10                         # mim / pgd / bim iterations, step size eps/STEPS (released)
 APGD_STEPS = 10                    # apgd-ce, apgd-t iterations (torchattacks' AutoAttack: 10; the paper's: 100)
@@ -47,7 +47,7 @@ APGD_RESTARTS = 1                  # apgd-ce, apgd-t restarts (standard: 1)
 FAB_STEPS = 10                     # fab-t iterations per target class (torchattacks: 10; the paper's: 100)
 FAB_RESTARTS = 1                   # fab-t restarts (standard: 1)
 SQUARE_QUERIES = 5000              # queries of the Square attack (standard: 5000)
-SPSA_ITERS = 1                     # iterations of SPSA, 128 samples each (torchattacks: 1; released: 10)
+SPSA_ITERS = 10                    # iterations of SPSA, 128 samples each (released: 10)
 CW_STEPS = 50                      # iterations of CW-L2
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
 MODEL = ""                         # for plain state_dict files: a project architecture (models/)

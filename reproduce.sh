@@ -3,7 +3,8 @@
 #   1. train CE (16 epochs), CE -> PC + 0.05 LC (8 + 8), and PGD adversarial training without and
 #      with the spatial structural constraint (8 epochs each);
 #   2. attack every checkpoint with adv_testing.py's default suite (the released attacks and
-#      AutoAttack's four, each its own row; worst case; intervals; checks) on 1,000 test images;
+#      AutoAttack's four, each its own row; worst case; intervals; checks) on 1,000 test images,
+#      the costly attacks (SPSA and AutoAttack's) on 500 of them;
 #   3. draw the figures into Figures/ and write RESULTS.md.
 # Runs that already have final.pt are not trained again (delete runs/repro to start over).
 set -euo pipefail
@@ -21,7 +22,7 @@ train adv-struct --loss=ce --warmup_epochs=4 --epochs=4 --adv_train=pgd --adv_ep
 TRAINED=$(date +%s)
 
 $PY adv_testing.py $RUNS/ce/final.pt $RUNS/pclc/final.pt $RUNS/adv/final.pt $RUNS/adv-struct/final.pt \
-    --n=1000 --out=$RES/robustness.csv
+    --n=1000 --n_strong=500 --out=$RES/robustness.csv
 cp $RES/robustness.png Figures/fashion-mnist-lenet5-robustness.png
 $PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=Figures
 END=$(date +%s)
@@ -45,7 +46,10 @@ text = ["# Results: LeNet-5 on Fashion-MNIST", "",
         "![motivation](Figures/fashion-mnist-lenet5-motivation.png)", "",
         "![effect](Figures/fashion-mnist-lenet5-effect.png)", "",
         "![t-SNE](Figures/fashion-mnist-lenet5-tsne.png)", ""]
-open("RESULTS.md", "w").write("\n".join(text))
+import os, re
+old = open("RESULTS.md").read() if os.path.exists("RESULTS.md") else ""
+study = re.search(r"\n<!-- study -->.*<!-- /study -->\n", old, flags=re.S)  # study.sh's section stays
+open("RESULTS.md", "w").write("\n".join(text) + (study.group(0) if study else ""))
 print("written: RESULTS.md")
 PYEOF
 echo "reproduction finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"
