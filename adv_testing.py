@@ -29,8 +29,8 @@ from tqdm import tqdm
 from checkpoints import (atomic_write, is_project_checkpoint, load_weights, model_from_checkpoint,
                          read_weights_file)
 from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_FILE, Rule, UserError, check_settings, each,
-                 grid_or_auto, interval, one_of, parse_settings, parse_value, resolve_device, run,
-                 settings_of)
+                 grid_or_auto, interval, one_of, parse_settings, parse_value, run, settings_of,
+                 start_processes)
 from data import DATASETS, MNIST_FAMILY, dataset_info, get_dataset
 from metrics import mcnemar, wilson
 from models import MODEL_NAMES, build_model
@@ -47,7 +47,7 @@ APGD_RESTARTS = 1                  # apgd-ce, apgd-t restarts (standard: 1)
 FAB_STEPS = 10                     # fab-t iterations per target class (torchattacks: 10; the paper's: 100)
 FAB_RESTARTS = 1                   # fab-t restarts (standard: 1)
 SQUARE_QUERIES = 5000              # queries of the Square attack (standard: 5000)
-SPSA_ITERS = 10                    # iterations of SPSA, 128 samples each (released: 10)
+SPSA_ITERS = 1                     # iterations of SPSA, 128 samples each (torchattacks: 1; released: 10)
 CW_STEPS = 50                      # iterations of CW-L2
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
 MODEL = ""                         # for plain state_dict files: a project architecture (models/)
@@ -458,15 +458,8 @@ def main(argv):
     eps_list = default_eps(dataset_name) if s["EPS"] == "auto" else parse_value("EPS", s["EPS"], [0.0])
 
     # ---- processes: under torchrun the image blocks are shared out; rank 0 alone writes ---------
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
-    device = resolve_device(s["DEVICE"])
-    if distributed:
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    is_main = rank == 0
+    rank, world, device = start_processes(s["DEVICE"])
+    distributed, is_main = dist.is_initialized(), rank == 0
     models = [m.model.to(device) for m in loaded]
     test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
     count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))

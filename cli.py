@@ -190,6 +190,22 @@ def resolve_device(name):
     return name
 
 
+def start_processes(device_name):
+    """(rank, world size, device). Under torchrun (RANK and WORLD_SIZE set) this process joins the
+    process group, NCCL on CUDA with one device per local rank, gloo on the CPU; a plain run is
+    rank 0 of 1 and joins nothing (torch.distributed.is_initialized() tells which)."""
+    import torch
+    import torch.distributed as dist
+    device = resolve_device(device_name)
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, device
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
+
+
 def run(main, argv=None):
     """Call main(argv); a UserError becomes one line on stderr and exit status 2."""
     try:

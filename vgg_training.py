@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from checkpoints import atomic_write, load_checkpoint, load_weights, save_checkpoint
 from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, UserError, check_settings, each,
-                 interval, one_of, parse_settings, resolve_device, run, settings_of)
+                 interval, one_of, parse_settings, run, settings_of, start_processes)
 from data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
 from hard_margin_loss import PCLoss
 from margin_loss_soft_logit import LogitConstraintLoss
@@ -219,15 +219,8 @@ def main(argv):
     check_settings(s, RANGES)
 
     # ---- processes and device: torchrun sets RANK/WORLD_SIZE, a plain run is rank 0 of 1 ----
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
-    device = resolve_device(s["DEVICE"])
-    if distributed:
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    is_main = rank == 0
+    rank, world, device = start_processes(s["DEVICE"])
+    distributed, is_main = dist.is_initialized(), rank == 0
     say = print if is_main else (lambda *a, **k: None)
     on_cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext()

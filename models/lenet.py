@@ -1,4 +1,6 @@
 """Small CNNs of the MNIST family: LeNet-5 and a 3-conv CNN."""
+from functools import partial
+
 from torch import nn
 
 from .base import Classifier
@@ -11,35 +13,18 @@ def _pooled(size, times):
 
 
 class LeNet5(Classifier):
-    """LeNet-5 (ReLU, max-pool): conv 6@5x5 (padded) - pool - conv 16@5x5 - pool - 120 - 84 - K.
-    The embedding is the 84-unit layer."""
+    """LeNet-5: conv 6@5x5 (padded 2) - pool - conv 16@5x5 - pool - 120 - 84 - K; the embedding
+    is the 84-unit layer. By default ReLU and 2x2 max-pooling; `classic=True` gives LeCun et al.
+    (1998) as the title paper's code has it: sigmoid activations and 2x2 average pooling."""
 
-    def __init__(self, in_channels, image_size, num_classes):
+    def __init__(self, in_channels, image_size, num_classes, classic=False):
         super().__init__()
+        act, pool = (nn.Sigmoid, nn.AvgPool2d) if classic else (nn.ReLU, nn.MaxPool2d)
         side = (image_size // 2 - 4) // 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())
-        self.embed_dim = 84
-        self.head = nn.Linear(84, num_classes)
-
-    def embed(self, x):
-        return self.features(x)
-
-
-class LeNetClassic(Classifier):
-    """LeNet as in LeCun et al. (1998) and the title paper's code: sigmoid activations, 2x2
-    average pooling, conv 6@5x5 (padded 2) - pool - conv 16@5x5 - pool - 120 - 84 - K.
-    The embedding is the 84-unit layer (after its sigmoid)."""
-
-    def __init__(self, in_channels, image_size, num_classes):
-        super().__init__()
-        side = (image_size // 2 - 4) // 2
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(),
-            nn.Linear(16 * side * side, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid())
+            nn.Conv2d(in_channels, 6, 5, padding=2), act(), pool(2),
+            nn.Conv2d(6, 16, 5), act(), pool(2), nn.Flatten(),
+            nn.Linear(16 * side * side, 120), act(), nn.Linear(120, 84), act())
         self.embed_dim = 84
         self.head = nn.Linear(84, num_classes)
 
@@ -67,4 +52,4 @@ class CNN3(Classifier):
         return self.features(x)
 
 
-MODELS = {"lenet5": LeNet5, "cnn3": CNN3, "lenet-classic": LeNetClassic}
+MODELS = {"lenet5": LeNet5, "cnn3": CNN3, "lenet-classic": partial(LeNet5, classic=True)}
