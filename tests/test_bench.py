@@ -7,7 +7,7 @@ import sys
 import pytest
 
 FIGURES = ["loss_cost_k10", "loss_cost_k100", "loss_cost_k200", "train_step", "pipeline_vs_torchvision",
-           "pipeline_vs_compute", "attack_throughput", "memory_train_rss_mib", "memory_gpu_mib",
+           "pipeline_vs_compute", "attack_throughput", "main_job_minutes", "memory_train_rss_mib", "memory_gpu_mib",
            "gpu_bf16_channels_last"]
 
 
