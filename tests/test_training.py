@@ -264,7 +264,7 @@ def test_released_presets(tmp_path):
     assert lams == [0, 10, 50, 100, 300, 500, 1000]
 
 
-@pytest.mark.parametrize("preset", ["ssc-released", "rcc-released", "ssc-lambda-100"])
+@pytest.mark.parametrize("preset", [p for p in vgg_training.PRESETS if p.startswith(("ssc-", "rcc-"))])
 def test_each_preset_one_epoch_on_digits(tmp_path, preset):
     out = tmp_path / preset
     assert vgg_training.main([f"--preset={preset}", "--dataset=digits", "--epochs=1", "--warmup_epochs=0",
