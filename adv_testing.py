@@ -254,7 +254,7 @@ def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
         rel, aa = suites["released"], suites["autoattack"]
         bad = [f"WARNING the released attacks overstate robustness by {100 * (rel[e] - aa[e]):.1f} "
                f"points at eps {e:.4g} ({rel[e]:.1%} against AutoAttack's {aa[e]:.1%})"
-               for e in sorted(rel) if rel[e] > aa[e] + noise(aa[e], n)]
+               for e in sorted(rel) if rel[e] - aa[e] > noise(aa[e], n) + 1e-9]
         out.append((not bad, "the released attacks are not weaker than AutoAttack" if not bad
                     else "; ".join(bad)))
     else:
