@@ -313,7 +313,7 @@ def write_outputs(rows, labels, checks, out, extra=""):
         lines.append(f"| {name} | {eps_text} | {n} | " + " | ".join(values) + " |")
     text = ("Robust accuracy (%) with 95 % Wilson intervals; n: test images the row was measured on. "
             "`worst`: a sample counts only if it survives every attack at that eps (on the images "
-            "every attack ran on).\n\n" + "\n".join(lines) + "\n\nSanity checks (on the images every "
+            "every attack ran on); `worst-released`, `worst-autoattack`: the same over one suite.\n\n" + "\n".join(lines) + "\n\nSanity checks (on the images every "
             "attack ran on):\n\n" + "\n".join(f"- {label}: {STATUS[ok]}{msg}"
                                                for label in labels for ok, msg in checks[label]) + "\n" + extra)
     base = os.path.splitext(out)[0]
@@ -520,16 +520,18 @@ def main(argv):
     for i, label in enumerate(labels):
         correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
         large = results[(i, "pgd-large-eps", s["LARGE_EPS"])]
+        suite_worst = {name: worst_case(correct, eps_list, members) for name, members in SUITES.items()
+                       if all(a in attacks for a in members)}  # each complete suite's own worst case
         correct.update(worst_case(correct, eps_list))
         common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
-        suites = {name: {e: v.float().mean().item() for (_, e), v in
-                         worst_case(correct, eps_list, members).items()}
-                  for name, members in SUITES.items() if all(a in attacks for a in members)}
+        suites = {name: {e: v.float().mean().item() for (_, e), v in w.items()} for name, w in suite_worst.items()}
         checks[label] = sanity_checks(common, n_strong, s["LARGE_EPS"], large.float().mean().item(), suites)
         per_sample[label] = correct
         rows += [row_of(label, a, e, v) for (a, e), v in correct.items()]
+        rows += [row_of(label, f"worst-{name}", e, v) for name, w in suite_worst.items() for (_, e), v in w.items()]
         rows.append(row_of(label, "pgd-large-eps", s["LARGE_EPS"], large))
-    order = {a: i for i, a in enumerate(["clean"] + attacks + ["worst", "pgd-large-eps"])}
+    order = {a: i for i, a in enumerate(["clean"] + attacks + [f"worst-{name}" for name in SUITES]
+                                        + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
     text = write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels))
     print(text)

@@ -155,7 +155,10 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
     table = pd.read_csv(out)
     rows = table[table.eps == 0.1].set_index("attack")
     assert list(rows.index) == ["fgsm", "mim", "pgd", "spsa", "apgd-ce", "apgd-t", "fab-t", "square",
-                                "worst"]
+                                "worst-released", "worst-autoattack", "worst"]
+    for suite in ("released", "autoattack"):  # a suite's worst is never below the overall worst
+        assert rows.loc[f"worst-{suite}", "accuracy"] >= rows.loc["worst", "accuracy"] - 1e-9
+        assert rows.loc[f"worst-{suite}", "accuracy"] <= rows.loc[adv_testing.SUITES[suite], "accuracy"].min() + 1e-9
     assert rows.loc["fgsm", "n"] == 120 and rows.loc["apgd-t", "n"] == 80 and rows.loc["worst", "n"] == 80
     assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
     assert ((table.ci_high - table.ci_low) > 0).all()
@@ -165,7 +168,7 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
         low, high = wilson(round(r.accuracy * r.n), r.n)
         assert abs(low - r.ci_low) < 1e-5 and abs(high - r.ci_high) < 1e-5
     assert abs(wilson(0, 80)[1] - 0.0458) < 5e-4 and abs(wilson(40, 80)[0] - 0.3930) < 5e-4
-    assert rows.loc["worst", "accuracy"] <= rows.drop("worst")["accuracy"].min() + 1e-9
+    assert rows.loc["worst", "accuracy"] <= rows.drop("worst")["accuracy"].min() + 1e-9  # every row, suites too
     text = (tmp_path / "r.md").read_text()
     assert "| **worst** | 0.1 | 80 |" in text and "released-vs-AutoAttack" not in text
 
