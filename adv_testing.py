@@ -38,8 +38,9 @@ from models import MODEL_NAMES, build_model
 # ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
 ATTACKS = ["released", "autoattack"]  # attack and suite names: see ATTACK_TABLE and SUITES
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
-N = 0                              # test images for the cheap attacks (0: all), a fixed random subset
+N = 1000                           # test images for the cheap attacks (0: all), a fixed random subset
 N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)
+#                                    (clean accuracy is always measured on the whole test set)
 BATCH_SIZE = 500                   # images per attack call
 STEPS = 10                         # mim / pgd / bim iterations, step size eps/STEPS (released)
 APGD_STEPS = 10                    # apgd-ce, apgd-t iterations (torchattacks' AutoAttack: 10; the paper's: 100)
@@ -59,6 +60,7 @@ OUT = "results/adv_testing.csv"    # CSV; the .md table, .png plot, .log and .ca
 FRESH = False                      # ignore finished jobs in the cache and compute everything again
 SEED = 0                           # subset choice and the attacks' random starts
 DEVICE = "auto"                    # auto (cuda if present), cpu, cuda ...
+CHANNELS_LAST = True               # channels_last memory format (faster on CPU and CUDA: bench.py)
 # -------------------------------------------------------------------------------------------------
 
 # name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, the settings it reads,
@@ -112,7 +114,7 @@ RANGES = {
     "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
         re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
     "DATA_DIR": ANY_TEXT, "OUT": WRITABLE_FILE, "FRESH": BOOL,
-    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE,
+    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "CHANNELS_LAST": BOOL,
 }
 
 
@@ -138,20 +140,25 @@ def build_attack(name, model, eps, num_classes, s):
 
 
 def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
-    """Per-sample correctness (bool, on the CPU) of `model` under attack `name` at `eps` on the
-    images `index` ("clean": no attack). The images go in blocks of BATCH_SIZE, each attacked with
-    its own seed, so the result does not depend on how blocks are shared out: this process takes
-    blocks rank, rank + world, ... and the others are gathered from the other processes.
+    """Per-sample robustness (bool, on the CPU) of `model` under attack `name` at `eps` on the
+    images `index` ("clean": no attack): right on the clean image and on the attacked one. As in
+    AutoAttack, an image the model already gets wrong is not attacked (it counts as not robust).
+    The images go in blocks of BATCH_SIZE, each attacked with its own seed, so the result does not
+    depend on how blocks are shared out: this process takes blocks rank, rank + world, ... and the
+    others are gathered from the other processes.
     Every adversarial batch is checked to lie in the eps ball and in [0, 1]."""
     model.eval()
     attack = None if name == "clean" else build_attack(name, model, eps, dataset.num_classes, s)
+    layout = torch.channels_last if s["CHANNELS_LAST"] else torch.contiguous_format
     mine = []
     blocks = index.split(s["BATCH_SIZE"])
     for number in range(rank, len(blocks), world):
         x, y = dataset.batch(blocks[number], device)
-        if attack is None:
-            adv = x
-        else:
+        x = x.contiguous(memory_format=layout)
+        with torch.no_grad():
+            right = model(x).argmax(1) == y
+        if attack is not None and right.any():
+            x, y = x[right], y[right]
             torch.manual_seed(s["SEED"] * 1_000_003 + number)
             adv = attack(x, y)
             if name == "cw":
@@ -159,8 +166,9 @@ def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
             if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
                 raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
             adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
-        with torch.no_grad():
-            mine.append((number, (model(adv).argmax(1) == y).cpu()))
+            with torch.no_grad():
+                right[right.clone()] = model(adv).argmax(1) == y
+        mine.append((number, right.cpu()))
     if world > 1:
         parts = [None] * world
         dist.all_gather_object(parts, mine)
@@ -435,11 +443,13 @@ def load_model(path, s):
 
 def job_key(fingerprint, name, eps, images, s, device):
     """What a job's result depends on: the model's bytes, the attack and the settings it reads,
-    the images and how they are batched and seeded."""
+    the images and how they are batched, laid out and seeded; version 2: images the model gets
+    wrong are not attacked."""
     used = () if name == "clean" else ATTACK_TABLE[name].settings
-    material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0],
+    material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0], version=2,
                     images=hashlib.sha1(images.numpy().tobytes()).hexdigest(),
-                    torchattacks=ta.__version__, **{k: s[k] for k in used + ("BATCH_SIZE", "SEED")})
+                    torchattacks=ta.__version__,
+                    **{k: s[k] for k in used + ("BATCH_SIZE", "SEED", "CHANNELS_LAST")})
     return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -460,10 +470,11 @@ def main(argv):
     # ---- processes: under torchrun the image blocks are shared out; rank 0 alone writes ---------
     rank, world, device = start_processes(s["DEVICE"])
     distributed, is_main = dist.is_initialized(), rank == 0
-    models = [m.model.to(device) for m in loaded]
+    layout = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
+    models = [m.model.to(device, memory_format=layout) for m in loaded]
     test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
     count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
-    index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))[:count]
+    index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))
     n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)
 
     labels = [label_of(p) for p in paths]
@@ -481,7 +492,7 @@ def main(argv):
     bar = tqdm(jobs, desc="jobs", disable=not (is_main and sys.stderr.isatty()))
     for i, row, name, eps in bar:
         costly = row == "pgd-large-eps" or (name != "clean" and ATTACK_TABLE[name].costly)
-        part = index[:n_strong] if costly else index
+        part = index if name == "clean" else index[:n_strong] if costly else index[:count]
         key = job_key(loaded[i].fingerprint, name, eps, part, s, device)
         path = os.path.join(cache_dir, key + ".pt")
         start = time.time()

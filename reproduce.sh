@@ -2,9 +2,9 @@
 # The whole reproduction on the offline default, LeNet-5 on Fashion-MNIST:
 #   1. train CE (16 epochs), CE -> PC + 0.05 LC (8 + 8), and PGD adversarial training without and
 #      with the spatial structural constraint (8 epochs each);
-#   2. attack every checkpoint with adv_testing.py's default suite (the released attacks and
-#      AutoAttack's four, each its own row; worst case; intervals; checks) on 1,000 test images,
-#      the costly attacks (SPSA and AutoAttack's) on 500 of them;
+#   2. attack every checkpoint with adv_testing.py's defaults (the released attacks and
+#      AutoAttack's four, each its own row; worst case; intervals; checks): clean accuracy on all
+#      10,000 test images, FGSM/MIM/PGD on 1,000, the costly attacks (SPSA, AutoAttack's) on 200;
 #   3. draw the figures into Figures/ and write RESULTS.md.
 # Runs that already have final.pt are not trained again (delete runs/repro to start over).
 set -euo pipefail
@@ -22,7 +22,7 @@ train adv-struct --loss=ce --warmup_epochs=4 --epochs=4 --adv_train=pgd --adv_ep
 TRAINED=$(date +%s)
 
 $PY adv_testing.py $RUNS/ce/final.pt $RUNS/pclc/final.pt $RUNS/adv/final.pt $RUNS/adv-struct/final.pt \
-    --n=1000 --n_strong=500 --out=$RES/robustness.csv
+    --out=$RES/robustness.csv
 cp $RES/robustness.png Figures/fashion-mnist-lenet5-robustness.png
 $PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=Figures
 END=$(date +%s)

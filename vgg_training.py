@@ -67,7 +67,7 @@ STRUCT_ON = "embedding"        # embedding (penultimate layer) or logits (the re
 SEED = 0                       # seeds weights, shuffling, augmentation and attacks
 DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
 AMP = True                     # bf16 autocast on CUDA
-CHANNELS_LAST = True           # channels_last memory format on CUDA
+CHANNELS_LAST = True           # channels_last memory format (faster on CPU and CUDA: bench.py)
 RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it stopped
 PRESET = ""                    # set by --preset=NAME (see PRESETS)
 
@@ -224,7 +224,7 @@ def main(argv):
     say = print if is_main else (lambda *a, **k: None)
     on_cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext()
-    memory_format = torch.channels_last if on_cuda and s["CHANNELS_LAST"] else torch.preserve_format
+    memory_format = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
 
     # ---- data, model, losses --------------------------------------------------------------------
     train_set = get_dataset(s["DATASET"], train=True, root=s["DATA_DIR"])

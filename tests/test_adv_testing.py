@@ -42,7 +42,8 @@ def test_fgsm_matches_hand_written(ckpt, model, test_set, tmp_path):
     x = x.clone().requires_grad_()
     grad, = torch.autograd.grad(F.cross_entropy(model(x), y), x)
     adv = (x + 0.1 * grad.sign()).clamp(0, 1)
-    mine = (model(adv).argmax(1) == y).float().mean().item()
+    robust = (model(x).argmax(1) == y) & (model(adv).argmax(1) == y)  # wrong clean counts as broken
+    mine = robust.float().mean().item()
     assert abs(script_acc - mine) * len(test_set) <= 1.0
     assert list(table.columns) == ["checkpoint", "attack", "eps", "accuracy", "ci_low", "ci_high", "n"]
     assert set(table.attack) == {"clean", "fgsm", "worst", "pgd-large-eps"}
@@ -65,6 +66,40 @@ def test_eps_zero_is_clean_and_worst_is_per_sample_minimum(model, test_set):
     assert worst.float().mean() <= min(correct[(a, 0.1)].float().mean() for a in ("fgsm", "mim", "pgd"))
     assert all(p.grad is None for p in model.parameters())  # attacks leave gradients untouched
     assert not model.training
+
+
+def test_only_images_the_model_gets_right_are_attacked(model, test_set, monkeypatch):
+    seen = []
+    real = adv_testing.ATTACK_TABLE["fgsm"]
+
+    def build(m, eps, k, s):
+        attack = real.build(m, eps, k, s)
+
+        def spy(x, y):
+            with torch.no_grad():
+                seen.append(bool((m(x).argmax(1) == y).all()))
+            seen.append(len(y))
+            return attack(x, y)
+        return spy
+
+    monkeypatch.setitem(adv_testing.ATTACK_TABLE, "fgsm", real._replace(build=build))
+    index = torch.arange(len(test_set))
+    correct = adv_testing.run_attacks(model, test_set, index, ["fgsm"], [0.1], SETTINGS, "cpu")
+    clean = correct[("clean", 0.0)]
+    assert 0 < clean.sum() < len(index)  # some images are wrong to begin with
+    assert all(seen[0::2]) and sum(seen[1::2]) == clean.sum()  # exactly the right ones are attacked
+    assert not (correct[("fgsm", 0.1)] & ~clean).any()  # a wrong image never counts as robust
+
+
+def test_memory_layout_does_not_change_results(model, test_set):
+    index = torch.arange(len(test_set))
+    acc = {}
+    for layout in (True, False):
+        s = dict(SETTINGS, CHANNELS_LAST=layout)
+        correct = adv_testing.run_attacks(model, test_set, index, ["fgsm", "pgd"], [0.1], s, "cpu")
+        acc[layout] = {k: int(v.sum()) for k, v in correct.items()}
+    for key in acc[True]:  # the same up to float rounding: at most 2 of 360 images differ
+        assert abs(acc[True][key] - acc[False][key]) <= 2, (key, acc)
 
 
 class Scaled(torch.nn.Module):
