@@ -1,6 +1,7 @@
 """What the losses, the training loop and the attacks cost, as ratios measured in the same run.
 
-    python bench.py            # the full measurement (a few minutes on a 2-core CPU)
+    python bench.py            # the full measurement (about half an hour on a 2-core CPU, half
+                               # of it README command 1 and reproduce.sh, timed from scratch)
     python bench.py --quick    # a smoke run: every figure, few repetitions (used by the tests)
 
 Each figure pairs two ways of doing the same work, alternating them in every repetition after a
@@ -12,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,22 +36,24 @@ RANGES = {"REPEATS": interval("[1, inf)", integer=True), "OUT": WRITABLE_FILE,
 
 
 def paired(fn_a, fn_b, repeats):
-    """Time fn_a and fn_b alternately; returns medians, and the median and spread of b/a."""
+    """Time fn_a and fn_b alternately; returns medians, and the median and spread of b/a. A
+    function that returns a number has timed itself (the part that counts) in seconds."""
     fn_a(), fn_b()  # warm-up
     ta, tb = [], []
     for _ in range(repeats):
         for fn, acc in ((fn_a, ta), (fn_b, tb)):
             start = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - start)
+            took = fn()
+            acc.append(took if isinstance(took, float) else time.perf_counter() - start)
     ratios = [b / a for a, b in zip(ta, tb)]
     return dict(a_s=statistics.median(ta), b_s=statistics.median(tb), ratio=statistics.median(ratios),
                 spread=[min(ratios), max(ratios)], repeats=repeats)
 
 
 def figure(value, target, kind, what, **extra):
+    value = round(value, 4)
     met = value <= target if kind == "max" else value >= target
-    return dict(value=round(value, 4), target=target, target_is=kind, met=met, what=what, **extra)
+    return dict(value=value, target=target, target_is=kind, met=met, what=what, **extra)
 
 
 def loss_cost(repeats, quick):
@@ -58,7 +62,7 @@ def loss_cost(repeats, quick):
     ce, pc, lc = nn.CrossEntropyLoss(), PCLoss(), LogitConstraintLoss()
     out = {}
     inner = 20 if quick else 200
-    for k in (10, 100, 200):
+    for k in (10, 100, 1000):
         logits = torch.randn(256, k, requires_grad=True)
         y = torch.randint(0, k, (256,))
 
@@ -71,9 +75,22 @@ def loss_cost(repeats, quick):
                 (pc(logits, y) + 0.05 * lc(logits, y)).backward()
 
         r = paired(run_ce, run_pclc, repeats)
-        out[f"loss_cost_k{k}"] = figure(r["ratio"], 3.0, "max",
-                                        f"PC+LC forward+backward / CE, batch 256, K={k}", **r)
+        out[f"loss_cost_k{k}"] = figure(r["ratio"], 2.0, "max",
+                                        f"PC+LC forward+backward / CE, batch 256, K={k}", **r,
+                                        profile=dict(ce=op_profile(run_ce, inner), pclc=op_profile(run_pclc, inner)))
     return out
+
+
+def op_profile(fn, calls, top=8):
+    """Where the time of fn goes: the `top` operators by self CPU time, microseconds per call
+    of the loss (fn makes `calls` of them), and the number of operator calls per loss call."""
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return dict(ops_per_call=round(sum(e.count for e in events) / calls, 1),
+                top_us_per_call={e.key: round(e.self_cpu_time_total / calls, 1) for e in events[:top]})
 
 
 def lenet_and_data():
@@ -112,7 +129,6 @@ def pipeline_cost(repeats, quick):
     from torchvision import datasets, transforms
     from data import DEBIAN_FASHION_MNIST
     import gzip
-    import shutil
     model, train = lenet_and_data()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = nn.CrossEntropyLoss()
@@ -170,34 +186,146 @@ def pipeline_cost(repeats, quick):
     }
 
 
-def attack_throughput(repeats, quick):
-    import torchattacks
+def epoch_cost(repeats, quick, out):
+    """One LeNet-5 epoch as vgg_training.py runs it (the seconds its log gives: the steps and the
+    test-set evaluation) against a plain eager loop of the same work in the default memory layout:
+    same model, batches, Adam, cross-entropy, evaluation. Leaves a trained checkpoint in `out`."""
+    import contextlib
+    import io
+    import pandas as pd
+    import vgg_training
+    from data import get_dataset
+    from metrics import evaluate
+    from models import build_model
+    dataset = "digits" if quick else "fashion-mnist"
+    train, test = get_dataset(dataset, True, "./data"), get_dataset(dataset, False, "./data")
+
+    def project():
+        with contextlib.redirect_stdout(io.StringIO()):
+            vgg_training.main([f"--dataset={dataset}", "--warmup_epochs=1", "--epochs=0", f"--out_dir={out}"])
+        return float(pd.read_csv(os.path.join(out, "log.csv")).seconds.iloc[-1])
+
+    def plain():
+        torch.manual_seed(SEED)
+        model = build_model("lenet5", 1, 28, 10)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        start = time.perf_counter()
+        model.train()
+        for index in torch.randperm(len(train)).split(128):
+            x, y = train.batch(index)
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        evaluate(model, test, "cpu")
+        return time.perf_counter() - start
+
+    r = paired(plain, project, repeats)
+    return {"epoch_vs_plain": figure(
+        r["ratio"], 0.75, "max", f"LeNet-5 {dataset} epoch (CE, batch 128, Adam, + test evaluation): "
+        f"vgg_training.py / a plain eager loop in the default layout", project_s=r["b_s"],
+        plain_s=r["a_s"], spread=r["spread"])}
+
+
+def trained_lenet(ckpt):
+    from checkpoints import load_checkpoint, model_from_checkpoint
+    return model_from_checkpoint(load_checkpoint(ckpt)).eval()
+
+
+def layout_choices(repeats, quick, ckpt):
+    """The speed choices the scripts make, each against its alternative (speed-up: > 1 means
+    the choice is faster): channels_last for a training step and for PGD-10, all cores against
+    one thread, and adv_testing's BATCH_SIZE against half and twice it."""
+    import adv_testing
+    import vgg_training
+    from data import get_dataset
+    test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
+    n = 200 if quick else 1000
+    s = adv_testing.settings_of(vars(adv_testing))
+    index = torch.arange(n)
+
+    def pgd(layout, threads=None, batch=None):
+        settings = dict(s, CHANNELS_LAST=layout, BATCH_SIZE=batch or s["BATCH_SIZE"])
+        net = trained_lenet(ckpt).to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+
+        def go():
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                adv_testing.run_attacks(net, test, index, ["pgd"], [0.1], settings, "cpu")
+            finally:
+                torch.set_num_threads(before)
+        return go
+
+    def step(layout):
+        net = trained_lenet(ckpt).train().to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        loss = vgg_training.phase_loss("pclc", dict(MARGIN=0.995, LC_WEIGHT=0.05))
+        x, y = test.batch(torch.arange(128))
+        x = x.contiguous(memory_format=torch.channels_last if layout else torch.contiguous_format)
+
+        def go():
+            for _ in range(5 if quick else 30):
+                opt.zero_grad(set_to_none=True)
+                loss(net(x), y).backward()
+                opt.step()
+        return go
+
+    out = {}
+    r = paired(step(True), step(False), repeats)
+    out["choice_train_channels_last"] = figure(r["ratio"], 1.0, "min", "LeNet-5 PC+LC training step "
+                                               "(batch 128): contiguous / channels_last time", spread=r["spread"])
+    r = paired(pgd(True), pgd(False), repeats)
+    out["choice_attack_channels_last"] = figure(r["ratio"], 1.0, "min", f"PGD-10 on {n} images: "
+                                                "contiguous / channels_last time", spread=r["spread"])
+    if os.cpu_count() > 1:
+        r = paired(pgd(True), pgd(True, threads=1), repeats)
+        out["choice_attack_threads"] = figure(r["ratio"], 1.0, "min", f"PGD-10 on {n} images: one thread / "
+                                              f"torch's default ({torch.get_num_threads()} threads) time",
+                                              spread=r["spread"])
+    batch = s["BATCH_SIZE"]
+    ratios = {}
+    for other in (batch // 2, batch * 2):
+        ratios[other] = paired(pgd(True), pgd(True, batch=other), repeats)
+    worst = min(ratios, key=lambda b: ratios[b]["ratio"])
+    out["choice_attack_batch"] = figure(
+        ratios[worst]["ratio"], 0.95, "min", f"PGD-10 on {n} images: BATCH_SIZE {batch} against "
+        f"{batch // 2} and {batch * 2} (the faster alternative's time / the default's)",
+        by_batch={b: round(r["ratio"], 4) for b, r in ratios.items()}, spread=ratios[worst]["spread"])
+    return out
+
+
+def suite_cost(repeats, quick, ckpt):
+    """adv_testing.py's default suite (one eps) against a bare loop that calls the same
+    torchattacks constructors on every image in the default layout and scores the result."""
     import adv_testing
     from data import get_dataset
-    from models import build_model
-    test = get_dataset("fashion-mnist", False, "./data")
-    torch.manual_seed(SEED)
-    model = build_model("lenet5", 1, 28, 10).eval()
-    n = 200 if quick else 2000
+    test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
+    n, eps = (40, 0.05) if quick else (200, 0.05)
+    s = adv_testing.settings_of(vars(adv_testing))
+    if quick:
+        s.update(SQUARE_QUERIES=100)
+    attacks = adv_testing.expand(s["ATTACKS"])
     index = torch.arange(n)
-    settings = dict(adv_testing.settings_of(vars(adv_testing)), BATCH_SIZE=500)
+    plain_model = trained_lenet(ckpt)
+    fast_model = trained_lenet(ckpt).to(memory_format=torch.channels_last)
 
     def ours():
-        adv_testing.run_attacks(model, test, index, ["pgd"], [0.1], settings, "cpu")
+        adv_testing.run_attacks(fast_model, test, index, attacks, [eps], s, "cpu")
 
     def bare():
-        torch.manual_seed(SEED)
-        attack = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=True)
-        for chunk in index.split(500):
-            x, y = test.batch(chunk)
-            adv = attack(x, y)
-            with torch.no_grad():
-                (model(adv).argmax(1) == y).float().mean()
+        for name in attacks:
+            attack = adv_testing.ATTACK_TABLE[name].build(plain_model, eps, test.num_classes, s)
+            for number, chunk in enumerate(index.split(s["BATCH_SIZE"])):
+                torch.manual_seed(number)
+                x, y = test.batch(chunk)
+                adv = attack(x, y)
+                with torch.no_grad():
+                    (plain_model(adv).argmax(1) == y).sum()
 
     r = paired(bare, ours, repeats)
-    return {"attack_throughput": figure(
-        1 / r["ratio"], 0.95, "min", f"adv_testing.py PGD-10 images/s / bare torchattacks loop, {n} images",
-        ours_images_per_s=n / r["b_s"], bare_images_per_s=n / r["a_s"],
+    return {"suite_vs_bare": figure(
+        1 / r["ratio"], 0.95, "min", f"the default suite ({', '.join(attacks)}) at eps {eps} on {n} "
+        "images: adv_testing.py images/s / a bare torchattacks loop's", ours_s=r["b_s"], bare_s=r["a_s"],
         spread=[1 / r["spread"][1], 1 / r["spread"][0]])}
 
 
@@ -229,6 +357,21 @@ def main_job(quick):
                                     what="peak GPU memory: no CUDA device in this run") \
         if not torch.cuda.is_available() else gpu_memory()
     return result
+
+
+def reproduce_job(quick):
+    """bash reproduce.sh from scratch into a temporary folder (REPRO_OUT), timed."""
+    if quick:
+        return {"reproduce_minutes": dict(value=None, target=15.0, target_is="max", met=None,
+                                          what="bash reproduce.sh: skipped in --quick")}
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run(["bash", "reproduce.sh"], check=True, capture_output=True, cwd=here,
+                       env=dict(os.environ, REPRO_OUT=out, PYTHON=sys.executable))
+        took = time.perf_counter() - start
+    return {"reproduce_minutes": figure(took / 60, 15.0, "max", f"bash reproduce.sh from scratch (4 trainings, "
+                                        f"the default suite on 4 checkpoints, figures), minutes on {os.cpu_count()} cores")}
 
 
 def gpu_memory():
@@ -284,17 +427,23 @@ def main(argv):
     repeats = 1 if quick else s["REPEATS"]
     torch.manual_seed(s["SEED"])
     figures = {}
+    work = tempfile.mkdtemp(prefix="bench-")
+    ckpt = os.path.join(work, "final.pt")  # written by the epoch figure, attacked by the next ones
     # the main job first: the peak of child processes would otherwise include DataLoader workers
     for name, fn in (("main job", lambda: main_job(quick)),
+                     ("epoch", lambda: epoch_cost(repeats, quick, work)),
+                     ("speed choices", lambda: layout_choices(repeats, quick, ckpt)),
+                     ("default suite", lambda: suite_cost(repeats, quick, ckpt)),
                      ("loss cost", lambda: loss_cost(repeats, quick)),
                      ("training step", lambda: train_step_cost(repeats, quick)),
                      ("input pipeline", lambda: pipeline_cost(repeats, quick)),
-                     ("attack throughput", lambda: attack_throughput(repeats, quick)),
-                     ("GPU", lambda: gpu_speed(repeats, quick))):
+                     ("GPU", lambda: gpu_speed(repeats, quick)),
+                     ("reproduce.sh", lambda: reproduce_job(quick))):
         start = time.perf_counter()
         print(f"measuring {name} ...", end=" ", flush=True)
         figures.update(fn())
         print(f"{time.perf_counter() - start:.0f} s", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     info = dict(quick=quick, repeats=repeats, torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,

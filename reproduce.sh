@@ -7,11 +7,15 @@
 #      10,000 test images, FGSM/MIM/PGD on 1,000, the costly attacks (SPSA, AutoAttack's) on 200;
 #   3. draw the figures into Figures/ and write RESULTS.md.
 # Runs that already have final.pt are not trained again (delete runs/repro to start over).
+# REPRO_OUT=DIR writes everything (runs/, results/, Figures/, RESULTS.md) under DIR instead of here.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
-RUNS=runs/repro
-RES=results/fashion-mnist-lenet5
+OUT=${REPRO_OUT:-.}
+RUNS=$OUT/runs/repro
+RES=$OUT/results/fashion-mnist-lenet5
+FIG=$OUT/Figures
+mkdir -p "$FIG"
 START=$(date +%s)
 train() { local name=$1; shift; [ -f "$RUNS/$name/final.pt" ] || $PY vgg_training.py --out_dir="$RUNS/$name" "$@"; }
 
@@ -23,13 +27,13 @@ TRAINED=$(date +%s)
 
 $PY adv_testing.py $RUNS/ce/final.pt $RUNS/pclc/final.pt $RUNS/adv/final.pt $RUNS/adv-struct/final.pt \
     --out=$RES/robustness.csv
-cp $RES/robustness.png Figures/fashion-mnist-lenet5-robustness.png
-$PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=Figures
+cp $RES/robustness.png $FIG/fashion-mnist-lenet5-robustness.png
+$PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=$FIG
 END=$(date +%s)
 
-$PY - "$RUNS" "$RES" "$((TRAINED - START))" "$((END - START))" <<'PYEOF'
+$PY - "$RUNS" "$RES" "$((TRAINED - START))" "$((END - START))" "$OUT" <<'PYEOF'
 import sys, pandas as pd
-runs, res, trained, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+runs, res, trained, total, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rows = []
 for name in ("ce", "pclc", "adv", "adv-struct"):
     log = pd.read_csv(f"{runs}/{name}/log.csv")
@@ -45,14 +49,15 @@ text = ["# Results: LeNet-5 on Fashion-MNIST", "",
         "| run | epochs | test accuracy | mean probability gap | training time |", "|---|---|---|---|---|", *rows, "",
         "## Robustness (`adv_testing.py`)", "", open(f"{res}/robustness.md").read(), "",
         "![robustness](Figures/fashion-mnist-lenet5-robustness.png)", "",
-        open("Figures/fashion-mnist-lenet5-figures.md").read().replace("# Figures", "## Figures"), "",
+        open(f"{out}/Figures/fashion-mnist-lenet5-figures.md").read().replace("# Figures", "## Figures"), "",
         "![motivation](Figures/fashion-mnist-lenet5-motivation.png)", "",
         "![effect](Figures/fashion-mnist-lenet5-effect.png)", "",
         "![t-SNE](Figures/fashion-mnist-lenet5-tsne.png)", ""]
 import os, re
-old = open("RESULTS.md").read() if os.path.exists("RESULTS.md") else ""
+results = f"{out}/RESULTS.md"
+old = open(results).read() if os.path.exists(results) else ""
 study = re.search(r"\n<!-- study -->.*<!-- /study -->\n", old, flags=re.S)  # study.sh's section stays
-open("RESULTS.md", "w").write("\n".join(text) + (study.group(0) if study else ""))
-print("written: RESULTS.md")
+open(results, "w").write("\n".join(text) + (study.group(0) if study else ""))
+print(f"written: {results}")
 PYEOF
 echo "reproduction finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

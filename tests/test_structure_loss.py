@@ -10,6 +10,7 @@ from spatial_structure_loss import METRICS, SpatialStructureLoss, spatial_struct
 
 def d_loop(u, v, metric):
     """One entry of D, written out: the distance (or cosine similarity) of two rows."""
+    u, v = (w.detach().tolist() if isinstance(w, torch.Tensor) else w for w in (u, v))
     if metric == "euclidean":
         return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(u, v)))
     if metric == "manhattan":
