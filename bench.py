@@ -85,8 +85,15 @@ def op_profile(fn, calls, top=8):
     """Where the time of fn goes: the `top` operators by self CPU time, microseconds per call
     of the loss (fn makes `calls` of them), and the number of operator calls per loss call."""
     from torch.profiler import profile
-    with profile() as prof:
-        fn()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)  # the profiler's own log lines (written by C++ to stderr) are noise here
+    try:
+        with profile() as prof:
+            fn()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return dict(ops_per_call=round(sum(e.count for e in events) / calls, 1),

@@ -21,9 +21,13 @@ class LeNet5(Classifier):
         super().__init__()
         act, pool = (nn.Sigmoid, nn.AvgPool2d) if classic else (nn.ReLU, nn.MaxPool2d)
         side = (image_size // 2 - 4) // 2
+        # ReLU and max-pooling commute exactly (values and gradients), so the ReLU version pools
+        # first and applies ReLU to a quarter of the values; the sigmoid/average version cannot.
+        # Either order keeps the parameter names (features.0, .3, .7, .9), so checkpoints load.
+        block = (lambda: (pool(2), act())) if not classic else (lambda: (act(), pool(2)))
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2), act(), pool(2),
-            nn.Conv2d(6, 16, 5), act(), pool(2), nn.Flatten(),
+            nn.Conv2d(in_channels, 6, 5, padding=2), *block(),
+            nn.Conv2d(6, 16, 5), *block(), nn.Flatten(),
             nn.Linear(16 * side * side, 120), act(), nn.Linear(120, 84), act())
         self.embed_dim = 84
         self.head = nn.Linear(84, num_classes)

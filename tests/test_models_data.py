@@ -30,6 +30,28 @@ def test_every_model_every_shape(name):
                    for p in model.parameters() if p.requires_grad)
 
 
+def test_lenet_pools_before_relu_exactly_as_relu_before_pool():
+    """LeNet-5 applies max-pooling before ReLU (cheaper); the textbook order gives the same logits
+    and the same input gradients, bit for bit, so attacks and training are unchanged."""
+    torch.manual_seed(0)
+    fast = build_model("lenet5", 1, 28, 10)
+    layers = list(fast.features)
+    assert isinstance(layers[1], torch.nn.MaxPool2d) and isinstance(layers[2], torch.nn.ReLU)
+    layers[1], layers[2], layers[4], layers[5] = layers[2], layers[1], layers[5], layers[4]
+    textbook = build_model("lenet5", 1, 28, 10)
+    textbook.load_state_dict(fast.state_dict())
+    textbook.features = torch.nn.Sequential(*layers)
+    x = torch.rand(64, 1, 28, 28) * 2 - 0.5  # many negative pre-activations, some exact ties
+    x[:8] = 0.0
+    grads = []
+    for model in (fast, textbook):
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        out.square().sum().backward()
+        grads.append((out.detach(), xi.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
 def test_unknown_model_lists_names():
     with pytest.raises(ValueError, match="lenet5.*resnet110.*vit.*lenet-classic.*resnet50"):
         build_model("alexnet2", 3, 32, 10)
