@@ -60,7 +60,8 @@ OUT = "results/adv_testing.csv"    # CSV; the .md table, .png plot, .log and .ca
 FRESH = False                      # ignore finished jobs in the cache and compute everything again
 SEED = 0                           # subset choice and the attacks' random starts
 DEVICE = "auto"                    # auto (cuda if present), cpu, cuda ...
-CHANNELS_LAST = True               # channels_last memory format (faster on CPU and CUDA: bench.py)
+CHANNELS_LAST = "auto"             # channels_last memory format (faster on CPU and CUDA: bench.py):
+#                                    auto: on for this project's models, off for --arch classes
 # -------------------------------------------------------------------------------------------------
 
 # name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, the settings it reads,
@@ -114,7 +115,8 @@ RANGES = {
     "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
         re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
     "DATA_DIR": ANY_TEXT, "OUT": WRITABLE_FILE, "FRESH": BOOL,
-    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "CHANNELS_LAST": BOOL,
+    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE,
+    "CHANNELS_LAST": one_of("auto", "true", "false"),
 }
 
 
@@ -470,9 +472,19 @@ def main(argv):
     # ---- processes: under torchrun the image blocks are shared out; rank 0 alone writes ---------
     rank, world, device = start_processes(s["DEVICE"])
     distributed, is_main = dist.is_initialized(), rank == 0
+    # your own class may call .view() on activations, which channels_last tensors refuse
+    s["CHANNELS_LAST"] = s["CHANNELS_LAST"] == "true" or (s["CHANNELS_LAST"] == "auto" and not s["ARCH"])
     layout = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
     models = [m.model.to(device, memory_format=layout) for m in loaded]
     test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
+    probe = test_set.batch(torch.arange(2), device)[0].contiguous(memory_format=layout)
+    for path, model in zip(paths, models):
+        try:
+            with torch.no_grad():
+                model.eval()(probe)
+        except RuntimeError as err:
+            raise UserError(f"{path}: the model fails on a test batch ({str(err).splitlines()[0]})"
+                            + ("; try --channels_last=false" if s["CHANNELS_LAST"] else "")) from None
     count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))
     n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)

@@ -308,7 +308,7 @@ def suite_cost(repeats, quick, ckpt):
     from data import get_dataset
     test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
     n, eps = (40, 0.05) if quick else (200, 0.05)
-    s = adv_testing.settings_of(vars(adv_testing))
+    s = dict(adv_testing.settings_of(vars(adv_testing)), CHANNELS_LAST=True)  # as main() sets it
     if quick:
         s.update(SQUARE_QUERIES=100)
     attacks = adv_testing.expand(s["ATTACKS"])

@@ -326,7 +326,7 @@ def test_plain_state_dict_and_own_class_match_checkpoint(ckpt, tmp_path):
     state = load_checkpoint(ckpt)
     torch.save({f"module.{k}": v for k, v in state["model"].items()}, tmp_path / "plain.pth")  # DataParallel style
     (tmp_path / "mine.py").write_text(USER_MODEL)
-    args = ["--attacks=fgsm,mim", "--eps=0.1", "--n=150"]
+    args = ["--attacks=fgsm,mim", "--eps=0.1", "--n=150", "--channels_last=true"]  # one layout for all
     runs = {"ckpt": [ckpt],
             "plain": [str(tmp_path / "plain.pth"), "--model=lenet5", "--dataset=digits"],
             "arch": [str(tmp_path / "plain.pth"), f"--arch={tmp_path / 'mine.py'}:MyLeNet",
@@ -339,6 +339,26 @@ def test_plain_state_dict_and_own_class_match_checkpoint(ckpt, tmp_path):
         tables[name] = pd.read_csv(out)[["attack", "eps", "accuracy", "n"]]
     for name in ("plain", "arch", "arch-ckpt"):
         assert tables[name].equals(tables["ckpt"]), name
+
+
+VIEW_MODEL = USER_MODEL.replace(  # the same layers, flattened with .view() (as the released code does)
+    "emb = self.features(x)", "emb = self.features[7:](self.features[:6](x).view(len(x), -1))")
+
+
+def test_own_class_calling_view_runs_in_its_layout(ckpt, tmp_path, capsys):
+    """Code that calls .view() on activations fails on channels_last tensors: --arch classes run
+    in the default layout unless asked, and asking gives a one-line error, not a traceback."""
+    (tmp_path / "view.py").write_text(VIEW_MODEL)
+    base = [ckpt, f"--arch={tmp_path / 'view.py'}:MyLeNet", "--attacks=fgsm", "--eps=0.1", "--n=50"]
+    assert adv_testing.main([*base, f"--out={tmp_path / 'a' / 'r.csv'}"]) == 0
+    reference = [ckpt, "--attacks=fgsm", "--eps=0.1", "--n=50", "--channels_last=false"]
+    assert adv_testing.main([*reference, f"--out={tmp_path / 'b' / 'r.csv'}"]) == 0
+    mine, theirs = (pd.read_csv(tmp_path / d / "r.csv")[["attack", "eps", "accuracy", "n"]] for d in "ab")
+    assert mine.equals(theirs)
+    capsys.readouterr()
+    assert run(adv_testing.main, [*base, "--channels_last=true", f"--out={tmp_path / 'c' / 'r.csv'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "try --channels_last=false" in err and err.count("\n") == 1, err
 
 
 def test_foreign_file_errors(ckpt, tmp_path, capsys):
