@@ -250,9 +250,12 @@ def layout_choices(repeats, quick, ckpt):
     s = adv_testing.settings_of(vars(adv_testing))
     index = torch.arange(n)
 
+    def fmt(layout):
+        return torch.channels_last if layout else torch.contiguous_format
+
     def pgd(layout, threads=None, batch=None):
         settings = dict(s, CHANNELS_LAST=layout, BATCH_SIZE=batch or s["BATCH_SIZE"])
-        net = trained_lenet(ckpt).to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+        net = trained_lenet(ckpt).to(memory_format=fmt(layout))
 
         def go():
             before = torch.get_num_threads()
@@ -264,11 +267,11 @@ def layout_choices(repeats, quick, ckpt):
         return go
 
     def step(layout):
-        net = trained_lenet(ckpt).train().to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+        net = trained_lenet(ckpt).train().to(memory_format=fmt(layout))
         opt = torch.optim.Adam(net.parameters(), 1e-3)
         loss = vgg_training.phase_loss("pclc", dict(MARGIN=0.995, LC_WEIGHT=0.05))
         x, y = test.batch(torch.arange(128))
-        x = x.contiguous(memory_format=torch.channels_last if layout else torch.contiguous_format)
+        x = x.contiguous(memory_format=fmt(layout))
 
         def go():
             for _ in range(5 if quick else 30):
