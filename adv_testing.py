@@ -26,9 +26,9 @@ import torchattacks as ta
 from torch import nn
 from tqdm import tqdm
 
-from checkpoints import (atomic_write, is_project_checkpoint, load_weights, model_from_checkpoint,
-                         read_weights_file)
-from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_FILE, Rule, UserError, check_settings, each,
+from checkpoints import (append_line, atomic_write, is_project_checkpoint, load_weights, make_dirs,
+                         model_from_checkpoint, read_weights_file)
+from cli import (ANY_TEXT, BOOL, CSV_FILE, DEVICE_RULE, Rule, UserError, check_settings, each,
                  grid_or_auto, interval, one_of, parse_settings, parse_value, run, settings_of,
                  start_processes)
 from data import DATASETS, MNIST_FAMILY, dataset_info, get_dataset
@@ -114,7 +114,7 @@ RANGES = {
                  is not None, ("model.py", "model.py:")),
     "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
         re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
-    "DATA_DIR": ANY_TEXT, "OUT": WRITABLE_FILE, "FRESH": BOOL,
+    "DATA_DIR": ANY_TEXT, "OUT": CSV_FILE, "FRESH": BOOL,
     "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE,
     "CHANNELS_LAST": one_of("auto", "true", "false"),
 }
@@ -410,49 +410,96 @@ def build_user_model(spec, args_text):
 
 
 Loaded = namedtuple("Loaded", "model dataset fingerprint data_dir")
+_MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+
+
+def code_digest(model, extra_files=()):
+    """sha1 of the code that computes the model's outputs: the project's models/ sources, every
+    source file that defines a class the model is built of (torch's own: its version), and
+    `extra_files` (--arch's file). An edited forward() changes it."""
+    files = {os.path.join(_MODELS_DIR, f) for f in os.listdir(_MODELS_DIR) if f.endswith(".py")}
+    files.update(os.path.abspath(f) for f in extra_files)
+    for module in model.modules():
+        for cls in type(module).__mro__:
+            source = getattr(sys.modules.get(cls.__module__), "__file__", None)
+            if source and not cls.__module__.split(".")[0] in ("torch", "builtins"):
+                files.add(os.path.abspath(source))
+    h = hashlib.sha1(torch.__version__.encode())
+    for name in sorted(files):
+        h.update(name.encode())
+        with open(name, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
 
 
 def load_model(path, s):
     """Loaded(model, dataset name, fingerprint, data dir) for a file: a checkpoint of this project,
     or a plain state_dict with --model (a project architecture) or --arch (your class), and
-    --dataset. The fingerprint (the bytes of the weights and of --arch's file) keys the cache."""
+    --dataset. The fingerprint (the bytes of the weights, the model's code, --arch and its
+    arguments) keys the cache. Flags that contradict the checkpoint and weights that are not
+    finite are one-line errors."""
     state = read_weights_file(path)
     meta = state.get("meta") if is_project_checkpoint(state) else None
     weights = state["model"] if meta else state
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise UserError(f"{path}: neither a checkpoint of this project nor a state_dict of tensors")
+    for flag, key in (("DATASET", "dataset"), ("MODEL", "model")):
+        if meta and s[flag] and s[flag] != meta.get(key):
+            raise UserError(f"{path} is a checkpoint of {meta.get('model')} on {meta.get('dataset')}: "
+                            f"--{flag.lower()}={s[flag]} contradicts it (leave --{flag.lower()} empty)")
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path}: its weights are not finite ({len(bad)} of {len(weights)} tensors hold "
+                        f"NaN or inf, first {bad[0]}): refusing to evaluate it")
     dataset = (meta or {}).get("dataset") or s["DATASET"]
     if not dataset:
         raise UserError(f"{path} does not name its dataset: add --dataset=NAME")
-    fingerprint = hashlib.sha1(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        fingerprint = hashlib.sha1(f.read()).hexdigest()
     data_dir = (meta or {}).get("settings", {}).get("DATA_DIR", "./data")
     if s["ARCH"]:
         model = build_user_model(s["ARCH"], s["ARCH_ARGS"])
         load_weights(model, weights, path, dict(model=s["ARCH"], dataset=dataset))
-        arch_file = s["ARCH"].rpartition(":")[0]
-        fingerprint += hashlib.sha1(open(arch_file, "rb").read()).hexdigest() + s["ARCH"] + s["ARCH_ARGS"]
-        return Loaded(LogitsOnly(model), dataset, fingerprint, data_dir)
-    if meta:
-        return Loaded(model_from_checkpoint(state, path), dataset, fingerprint, data_dir)
-    if not s["MODEL"]:
+        model, extra = LogitsOnly(model), (s["ARCH"].rpartition(":")[0],)
+        fingerprint += s["ARCH"] + s["ARCH_ARGS"]
+    elif meta:
+        model, extra = model_from_checkpoint(state, path), ()
+    elif not s["MODEL"]:
         raise UserError(f"{path} is a plain state_dict: name its architecture with --model=NAME "
                         f"(one of this project's) or --arch=FILE.py:ClassName")
-    channels, size, classes = dataset_info(dataset)
-    model = build_model(s["MODEL"], channels, size, classes)
-    load_weights(model, weights, path, dict(model=s["MODEL"], dataset=dataset, num_classes=classes))
-    return Loaded(model, dataset, fingerprint + s["MODEL"], data_dir)
+    else:
+        channels, size, classes = dataset_info(dataset)
+        model, extra = build_model(s["MODEL"], channels, size, classes), ()
+        load_weights(model, weights, path, dict(model=s["MODEL"], dataset=dataset, num_classes=classes))
+        fingerprint += s["MODEL"]
+    return Loaded(model, dataset, fingerprint + code_digest(model, extra), data_dir)
 
 
-def job_key(fingerprint, name, eps, images, s, device):
-    """What a job's result depends on: the model's bytes, the attack and the settings it reads,
-    the images and how they are batched, laid out and seeded; version 2: images the model gets
-    wrong are not attacked."""
+_CACHE_VERSION = 3  # 2: images the model gets wrong are not attacked; 3: keys hold the data and code
+
+
+def job_key(fingerprint, name, eps, data, s, device):
+    """What a job's result depends on: the model (weights and code: `fingerprint`), the attack and
+    the settings it reads, the test images and labels themselves (`data`: their digest, with the
+    dataset's name), how they are batched, laid out and seeded, and the library versions."""
     used = () if name == "clean" else ATTACK_TABLE[name].settings
-    material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0], version=2,
-                    images=hashlib.sha1(images.numpy().tobytes()).hexdigest(),
-                    torchattacks=ta.__version__,
+    material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0],
+                    version=_CACHE_VERSION, data=data, torchattacks=ta.__version__, torch=torch.__version__,
                     **{k: s[k] for k in used + ("BATCH_SIZE", "SEED", "CHANNELS_LAST")})
     return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def read_cached(path, n):
+    """A cached job result if it is what a job returns (a 1-D bool tensor of n values), else None
+    (missing, damaged or foreign entries are recomputed)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        value = torch.load(path, weights_only=True)
+    except Exception:
+        return None
+    ok = isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.shape == (n,)
+    return value if ok else None
 
 
 def main(argv):
@@ -460,6 +507,10 @@ def main(argv):
     check_settings(s, RANGES)
     if not paths:
         raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
+    base = os.path.splitext(s["OUT"])[0]
+    cache_dir = base + ".cache"
+    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise UserError(f"--out={s['OUT']}: {cache_dir} (its job cache) exists and is not a folder")
     attacks = expand(s["ATTACKS"])
     loaded = [load_model(p, s) for p in paths]  # every file is checked before any work
     datasets = {m.dataset for m in loaded}
@@ -492,28 +543,22 @@ def main(argv):
     labels = [label_of(p) for p in paths]
     if len(set(labels)) < len(labels):
         labels = [f"{i + 1}:{lab}" for i, lab in enumerate(labels)]
-    base = os.path.splitext(s["OUT"])[0]
-    cache_dir = base + ".cache"
     if is_main:
-        os.makedirs(cache_dir, exist_ok=True)
+        make_dirs(cache_dir)
     jobs = [(i, row, name, eps) for i in range(len(models))
             for row, name, eps in [("clean", "clean", 0.0)] + [(a, a, e) for a in attacks for e in eps_list]
             + [("pgd-large-eps", "pgd", s["LARGE_EPS"])]]
-    results = {}
-    log = open(base + ".log", "a") if is_main else None
+    results, digests = {}, {}
     bar = tqdm(jobs, desc="jobs", disable=not (is_main and sys.stderr.isatty()))
     for i, row, name, eps in bar:
         costly = row == "pgd-large-eps" or (name != "clean" and ATTACK_TABLE[name].costly)
         part = index if name == "clean" else index[:n_strong] if costly else index[:count]
-        key = job_key(loaded[i].fingerprint, name, eps, part, s, device)
+        if len(part) not in digests:  # the images and labels themselves, not their indices
+            digests[len(part)] = test_set.digest(part)
+        key = job_key(loaded[i].fingerprint, name, eps, digests[len(part)], s, device)
         path = os.path.join(cache_dir, key + ".pt")
         start = time.time()
-        cached = None
-        if is_main and not s["FRESH"] and os.path.exists(path):
-            try:
-                cached = torch.load(path, weights_only=True)
-            except Exception:  # a damaged cache file is recomputed
-                cached = None
+        cached = read_cached(path, len(part)) if is_main and not s["FRESH"] else None
         if distributed:
             box = [cached]
             dist.broadcast_object_list(box, src=0)
@@ -527,12 +572,9 @@ def main(argv):
             line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {labels[i]}  {name}  eps {eps:.4g}  "
                     f"accuracy {right.float().mean().item():.4f}  n {len(right)}  "
                     f"{'cached' if cached is not None else f'computed in {time.time() - start:.1f} s'}")
-            log.write(line + "\n")
-            log.flush()
+            append_line(base + ".log", line)
             if not sys.stderr.isatty():
                 print(line, flush=True)
-    if log:
-        log.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

@@ -209,7 +209,8 @@ def epoch_cost(repeats, quick, out):
 
     def project():
         with contextlib.redirect_stdout(io.StringIO()):
-            vgg_training.main([f"--dataset={dataset}", "--warmup_epochs=1", "--epochs=0", f"--out_dir={out}"])
+            vgg_training.main([f"--dataset={dataset}", "--warmup_epochs=1", "--epochs=0", f"--out_dir={out}",
+                               "--overwrite=true"])
         return float(pd.read_csv(os.path.join(out, "log.csv")).seconds.iloc[-1])
 
     def plain():

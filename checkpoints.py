@@ -10,7 +10,7 @@ import pickle
 
 import torch
 
-from cli import UserError
+from errors import UserError, write_failure
 from models import MODEL_NAMES, build_model
 
 FORMAT = "pc-loss-checkpoint/1"
@@ -18,7 +18,8 @@ FORMAT = "pc-loss-checkpoint/1"
 
 def atomic_write(path, write):
     """Call write(f) on a temporary binary file beside `path`, flush it to disk, then rename it over
-    `path`: a crash at any moment leaves the previous file intact and no temporary file behind."""
+    `path`: a crash at any moment leaves the previous file intact and no temporary file behind.
+    A full disk, a read-only place or a lost permission is a RunError naming `path` and why."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -26,9 +27,28 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        raise write_failure(path, err) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def make_dirs(path):
+    """os.makedirs(path, exist_ok=True); a failure is a RunError naming the folder and why."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise write_failure(path, err) from None
+
+
+def append_line(path, line):
+    """Append one line to a text file (a job log); a failure is a RunError naming it."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as err:
+        raise write_failure(path, err) from None
 
 
 def save_checkpoint(path, model, meta, **extra):

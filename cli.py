@@ -4,11 +4,10 @@ import math
 import os
 import re
 import sys
+import tempfile
 from fractions import Fraction
 
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line ("error: ...") and exit status 2."""
+from errors import RunError, UserError  # noqa: F401 (UserError: re-exported for the scripts)
 
 
 def parse_value(name, text, like):
@@ -149,22 +148,31 @@ def grid_or_auto(spec):
 
 
 def _writable(path, want_dir):
-    """Could `path` be written (as a directory, or as a file) without an error? Nothing is created."""
+    """Could `path` be written (as a directory, or as a file) without an error? The nearest
+    existing folder is probed by creating and removing an empty folder in it (os.access alone
+    says yes to root on a read-only mount or in /proc); nothing is left behind."""
     if not path:
         return False
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        if os.path.isdir(path) != want_dir:
-            return False
-        return os.access(path if want_dir else os.path.dirname(path), os.W_OK)
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    return os.path.isdir(parent) and os.access(parent, os.W_OK)
+    if os.path.exists(path) and os.path.isdir(path) != want_dir:
+        return False
+    place = path if want_dir and os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.exists(place):
+        place = os.path.dirname(place)
+    if not os.path.isdir(place):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=place, prefix=".write-probe-"))
+    except OSError:
+        return False
+    return True
 
 
 WRITABLE_DIR = Rule("a directory that can be created or written", lambda v: _writable(v, True))
 WRITABLE_FILE = Rule("a file path that can be written", lambda v: _writable(v, False))
+CSV_FILE = Rule("a writable file path ending in .csv (its .md, .png, .log and .cache/ go beside it)",
+                lambda v: isinstance(v, str) and v.lower().endswith(".csv") and len(os.path.basename(v)) > 4
+                and _writable(v, False), ("r.md", "r.png", "r.log", "q.cache", ".csv"))
 
 
 def check_settings(settings, ranges):
@@ -207,12 +215,16 @@ def start_processes(device_name):
 
 
 def run(main, argv=None):
-    """Call main(argv); a UserError becomes one line on stderr and exit status 2."""
+    """Call main(argv); a UserError becomes one line on stderr and exit status 2, a RunError one
+    line and exit status 1."""
     try:
         return main(sys.argv[1:] if argv is None else argv) or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ Offline on these machines: `fashion-mnist` from Debian's package dataset-fashion
 torchvision (Tiny ImageNet: the cs231n zip, read from its standard folder layout).
 """
 import gzip
+import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from cli import UserError
+from errors import UserError
 
 # name: (channels, image size, classes, flip augmentation makes sense)
 DATASETS = {
@@ -51,6 +52,15 @@ class ImageSet:
     @property
     def num_classes(self):
         return DATASETS[self.name][2]
+
+    def digest(self, index=None):
+        """sha1 of the images and labels themselves (all, or the given indices): what a result
+        computed on them depends on, whichever folder or file they came from."""
+        images, labels = (self.images, self.labels) if index is None else (self.images[index], self.labels[index])
+        h = hashlib.sha1(self.name.encode())
+        h.update(images.contiguous().numpy().tobytes())
+        h.update(labels.contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def batch(self, index, device="cpu"):
         """Float images in [0, 1] and labels for the given indices, on `device`."""

@@ -60,10 +60,16 @@ def logit_constraint_loss(logits, target, reduction="mean"):
     batch = logits.shape[0]
     work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     index = target.long().view(-1, 1)
-    # -inf is representable in every float dtype, so the masked softmax is exact: w_{i,y_i} = 0,
-    # and the true class's term is 0 * 0 = 0.
-    weight = torch.softmax(work.scatter(1, index, float("-inf")), dim=1)
-    hinge = torch.relu(weight * (work.gather(1, index) - work))
+    # The softmax over the false classes, the true class masked with -inf (exact: w_{i,y_i} = 0).
+    # It is written out so that a row whose false-class logits are all -inf gets weight 0, not NaN.
+    masked = work.scatter(1, index, float("-inf"))
+    top = masked.detach().amax(dim=1, keepdim=True)
+    expo = torch.exp(masked - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+    weight = expo / expo.sum(dim=1, keepdim=True).clamp_min(torch.finfo(work.dtype).tiny)
+    # relu(w * gap) = w * relu(gap) as w >= 0; a class of weight 0 (the true class, a -inf logit)
+    # adds exactly 0, and no 0 * inf reaches the value or the gradient.
+    gap = torch.relu(work.gather(1, index) - work)
+    hinge = weight * torch.where(weight > 0, gap, torch.zeros_like(gap))
     if reduction == "none":
         out = hinge.sum(dim=1)
     else:

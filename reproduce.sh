@@ -17,7 +17,13 @@ RES=$OUT/results/fashion-mnist-lenet5
 FIG=$OUT/Figures
 mkdir -p "$FIG"
 START=$(date +%s)
-train() { local name=$1; shift; [ -f "$RUNS/$name/final.pt" ] || $PY vgg_training.py --out_dir="$RUNS/$name" "$@"; }
+# a run with final.pt is done; one with last.pt only was interrupted and resumes (same settings)
+train() {
+  local name=$1; shift
+  [ -f "$RUNS/$name/final.pt" ] && return 0
+  local resume=false; [ -f "$RUNS/$name/last.pt" ] && resume=true
+  $PY vgg_training.py --out_dir="$RUNS/$name" --resume=$resume "$@"
+}
 
 train ce         --loss=ce   --warmup_epochs=8 --epochs=8
 train pclc       --loss=pclc --warmup_epochs=8 --epochs=8

@@ -14,7 +14,13 @@ PY=${PYTHON:-.venv/bin/python}
 RUNS=runs/study
 RES=results/ssc-study
 START=$(date +%s)
-train() { local name=$1; shift; [ -f "$RUNS/$name/final.pt" ] || $PY vgg_training.py --out_dir="$RUNS/$name" "$@"; }
+# a run with final.pt is done; one with last.pt only was interrupted and resumes (same settings)
+train() {
+  local name=$1; shift
+  [ -f "$RUNS/$name/final.pt" ] && return 0
+  local resume=false; [ -f "$RUNS/$name/last.pt" ] && resume=true
+  $PY vgg_training.py --out_dir="$RUNS/$name" --resume=$resume "$@"
+}
 attack() { $PY adv_testing.py "$@" --eps=0.03,0.06 --n=1000 --n_strong=200 --out=$RES/robustness.csv; }
 
 LAMBDAS="0 10 50 100 300 500 1000"

@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from checkpoints import atomic_write, load_checkpoint, load_weights, save_checkpoint
-from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, UserError, check_settings, each,
+from checkpoints import atomic_write, load_checkpoint, load_weights, make_dirs, save_checkpoint
+from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, RunError, UserError, check_settings, each,
                  interval, one_of, parse_settings, run, settings_of, start_processes)
 from data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
 from hard_margin_loss import PCLoss
@@ -69,6 +69,7 @@ DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
 AMP = True                     # bf16 autocast on CUDA
 CHANNELS_LAST = True           # channels_last memory format (faster on CPU and CUDA: bench.py)
 RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it stopped
+OVERWRITE = False              # start afresh in an OUT_DIR that holds another run (its files are removed)
 PRESET = ""                    # set by --preset=NAME (see PRESETS)
 
 RANGES = {  # every setting's allowed values, checked before any data or checkpoint is touched
@@ -86,8 +87,12 @@ RANGES = {  # every setting's allowed values, checked before any data or checkpo
     "STRUCT": one_of("ssc", "rcc"), "STRUCT_LAMBDA": interval("[0, inf)"),
     "STRUCT_METRIC": one_of(*METRICS), "STRUCT_ON": one_of("embedding", "logits"),
     "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "AMP": BOOL,
-    "CHANNELS_LAST": BOOL, "RESUME": BOOL, "PRESET": ANY_TEXT,
+    "CHANNELS_LAST": BOOL, "RESUME": BOOL, "OVERWRITE": BOOL, "PRESET": ANY_TEXT,
 }
+# settings that may differ from the stored ones when a run is resumed (EPOCHS extends a run; the
+# run's folder and the training data may move, the data's digest is checked); no other one may
+MAY_CHANGE_ON_RESUME = ("EPOCHS", "OUT_DIR", "DATA_DIR", "DEVICE", "RESUME", "OVERWRITE")
+RUN_FILES = ("ce_warmup.pt", "final.pt", "last.pt", "log.csv")  # what a run writes into OUT_DIR
 
 _PAPER = dict(BATCH_SIZE=256, LR=0.01, MILESTONES=[50, 100], GAMMA=0.2, WARMUP_EPOCHS=150,
               EPOCHS=150, LOSS="pclc", MARGIN=0.995, LC_WEIGHT=0.05, AUGMENT=True)
@@ -212,6 +217,56 @@ def write_log(path, rows):
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
+def prepare_out_dir(s, is_main):
+    """OUT_DIR for this run: another run's files there are an error unless RESUME (continue it) or
+    OVERWRITE (they are removed first), so no old final.pt can stand beside a new run's files."""
+    if s["RESUME"] and s["OVERWRITE"]:
+        raise UserError("--resume=true and --overwrite=true contradict each other: choose one")
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(s["OUT_DIR"], f))]
+    if found and not (s["RESUME"] or s["OVERWRITE"]):
+        raise UserError(f"{s['OUT_DIR']} holds another run's files ({', '.join(found)}): add "
+                        f"--resume=true to continue it, or --overwrite=true to replace it")
+    if is_main:
+        make_dirs(s["OUT_DIR"])
+        for name in found if s["OVERWRITE"] else ():
+            os.remove(os.path.join(s["OUT_DIR"], name))
+
+
+def restore(last_path, s, data_digest):
+    """The state of a run in progress, checked: a resumable file, made with the same settings
+    (except MAY_CHANGE_ON_RESUME) on the same training data. Any mismatch is a one-line error."""
+    if not os.path.exists(last_path):
+        raise UserError(f"--resume=true but there is nothing to resume: {last_path} does not exist")
+    state = load_checkpoint(last_path)
+    old = state["meta"]
+    if (old["dataset"], old["model"]) != (s["DATASET"], s["MODEL"]):
+        raise UserError(f"{last_path}: made for {old['model']} on {old['dataset']}, "
+                        f"not {s['MODEL']} on {s['DATASET']}")
+    missing = [k for k in ("optimizer", "scheduler", "rng_cpu", "log") if k not in state] + \
+              [k for k in ("phase_index", "epoch", "settings") if k not in old]
+    if missing:
+        raise UserError(f"{last_path} is not a resumable state (it lacks {', '.join(missing)}): "
+                        f"resume from the last.pt a run writes, or start afresh with --overwrite=true")
+    stored = old["settings"]
+    for key, value in s.items():
+        if key in stored and key not in MAY_CHANGE_ON_RESUME and stored[key] != value:
+            raise UserError(f"--resume=true with --{key.lower()}={value}, but {last_path} was made with "
+                            f"{stored[key]}: resume with the stored value, or start a new run")
+    if old.get("data_digest", data_digest) != data_digest:
+        raise UserError(f"{last_path} was trained on other {s['DATASET']} training data than the one "
+                        f"in {s['DATA_DIR']} (their digests differ)")
+    return state
+
+
+def last_good(last_path):
+    return (f"{last_path} holds the state before this epoch" if os.path.exists(last_path)
+            else "no checkpoint of this run was written yet")
+
+
+def all_finite(model):
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
 def main(argv):
     s, extra = parse_settings(settings_of(globals()), argv, PRESETS)
     if extra:
@@ -222,6 +277,7 @@ def main(argv):
     rank, world, device = start_processes(s["DEVICE"])
     distributed, is_main = dist.is_initialized(), rank == 0
     say = print if is_main else (lambda *a, **k: None)
+    prepare_out_dir(s, is_main)
     on_cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext()
     memory_format = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
@@ -242,27 +298,24 @@ def main(argv):
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                  seed=s["SEED"], drop_last=False)
     meta = dict(dataset=s["DATASET"], model=s["MODEL"], num_classes=num_classes,
-                in_channels=channels, image_size=size, settings=s)
+                in_channels=channels, image_size=size, settings=s, data_digest=train_set.digest())
     phases = [("warmup", s["WARMUP_EPOCHS"], "ce"), ("main", s["EPOCHS"], s["LOSS"])]
-    os.makedirs(s["OUT_DIR"], exist_ok=True)
     last_path = os.path.join(s["OUT_DIR"], "last.pt")
+    log_path = os.path.join(s["OUT_DIR"], "log.csv")
 
     # ---- resume: weights, optimiser, schedule, epoch, phase and random state from last.pt -------
     start_phase, start_epoch, resume_state, log_rows = 0, 0, None, []
     if s["RESUME"]:
-        if not os.path.exists(last_path):
-            raise UserError(f"--resume=true but there is nothing to resume: {last_path} does not exist")
-        resume_state = load_checkpoint(last_path)
+        resume_state = restore(last_path, s, meta["data_digest"])
         old = resume_state["meta"]
-        if (old["dataset"], old["model"]) != (s["DATASET"], s["MODEL"]):
-            raise UserError(f"{last_path}: made for {old['model']} on {old['dataset']}, "
-                            f"not {s['MODEL']} on {s['DATASET']}")
         load_weights(model, resume_state["model"], last_path, old)
         start_phase, start_epoch = old["phase_index"], old["epoch"]
         log_rows = resume_state["log"]
         torch.set_rng_state(resume_state["rng_cpu"])
         if on_cuda and resume_state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
+        if is_main:  # the rows the state holds are written back, so none can be lost
+            write_log(log_path, log_rows)
         say(f"resuming {last_path}: phase {phases[start_phase][0]}, {start_epoch} epochs done")
 
     epochs_before = [0, s["WARMUP_EPOCHS"]]  # epoch ids run on across phases (shuffling seeds)
@@ -273,8 +326,12 @@ def main(argv):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, s["MILESTONES"], s["GAMMA"])
         first = 0
         if resume_state is not None and phase_index == start_phase:
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
+            try:
+                optimizer.load_state_dict(resume_state["optimizer"])
+                scheduler.load_state_dict(resume_state["scheduler"])
+            except (KeyError, ValueError) as err:
+                raise UserError(f"{last_path}: its optimiser state does not fit this run "
+                                f"({type(err).__name__}: {err})") from None
             first = start_epoch
         if n_epochs:
             say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
@@ -299,9 +356,11 @@ def main(argv):
                     x = augment(x, gen, flip)
                 x = x.contiguous(memory_format=memory_format)
                 loss, logits, structure = train_step(net, (x, y), criterion, attack, struct_loss, s, autocast)
-                if not torch.isfinite(loss):
-                    raise UserError(f"the loss became {loss.item()} in phase {phase}, epoch {epoch + 1}, "
-                                    f"batch {b + 1}; {last_path} holds the state before this epoch")
+                if not (torch.isfinite(loss) & torch.isfinite(logits).all()):
+                    what = f"the loss became {loss.item()}" if not torch.isfinite(loss) else \
+                        "the logits became non-finite"
+                    raise RunError(f"{what} in phase {phase}, epoch {epoch + 1}, batch {b + 1}; "
+                                   f"{last_good(last_path)}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -312,6 +371,9 @@ def main(argv):
                 bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}")
             if distributed:  # statistics over all processes
                 dist.all_reduce(sums)
+            if not all_finite(model):  # the epoch's last update can overflow after a finite loss
+                raise RunError(f"the weights became non-finite in phase {phase}, epoch {epoch + 1} "
+                               f"(its last update); {last_good(last_path)}")
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             test_acc, gap = evaluate(model, test_set, device)
@@ -331,7 +393,7 @@ def main(argv):
                                 rng_cpu=torch.get_rng_state(),
                                 rng_cuda=torch.cuda.get_rng_state(device) if on_cuda else None,
                                 log=log_rows)
-                write_log(os.path.join(s["OUT_DIR"], "log.csv"), log_rows)
+                write_log(log_path, log_rows)
         if is_main:
             name = "ce_warmup.pt" if phase == "warmup" else "final.pt"
             save_checkpoint(os.path.join(s["OUT_DIR"], name), model,
@@ -347,8 +409,10 @@ def main(argv):
         dist.barrier()
         dist.destroy_process_group()
         if len(set(digests)) != 1:
-            raise UserError(f"ranks ended with different weights: {digests}")
+            raise RunError(f"ranks ended with different weights: {digests}")
         say(f"all {world} ranks hold identical weights (sha1 {digests[0][:12]})")
+    if is_main:
+        write_log(log_path, log_rows)
     say(f"checkpoints and log.csv written to {s['OUT_DIR']}/ (ce_warmup.pt, final.pt, last.pt)")
     return 0
 

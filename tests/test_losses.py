@@ -237,3 +237,24 @@ def test_released_notebook_loss_lines_run_unchanged(tmp_path):
     res = subprocess.run([sys.executable, "-E", "-s", str(tmp_path / "notebook.py")], cwd=tmp_path,
                          capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_minus_infinity_false_class_logits_stay_finite():
+    """A false class with logit -inf (a masked class) has LC weight 0 and adds exactly 0; PC and
+    cross-entropy are finite there too. With K = 2 the only false class may be -inf: LC is 0."""
+    inf = float("inf")
+    z = torch.tensor([[2.0, -inf, 0.5], [1.0, 3.0, -inf], [-inf, 1.0, 0.0], [4.0, -inf, -inf]],
+                     dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 1, 0])
+    value = logit_constraint_loss(z, y, reduction="none")
+    # by hand: only the finite false classes count; each row has one, so its weight is 1
+    assert torch.allclose(value, torch.tensor([1.5, 2.0, 1.0, 0.0], dtype=torch.float64))
+    value.sum().backward()
+    assert torch.isfinite(z.grad).all()
+    assert torch.equal(z.grad[:, :][torch.isinf(z.detach())], torch.zeros(5, dtype=torch.float64))
+    for loss in (pc_loss(z, y), torch.nn.functional.cross_entropy(z, y)):
+        assert torch.isfinite(loss)
+    pair = torch.tensor([[2.0, -inf]], requires_grad=True)
+    lc = logit_constraint_loss(pair, torch.tensor([0]))
+    lc.backward()
+    assert lc.item() == 0.0 and torch.isfinite(pair.grad).all()

@@ -11,7 +11,7 @@ import torch
 import checkpoints
 import vgg_training
 from checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
-from cli import UserError, parse_settings, run
+from cli import RunError, UserError, parse_settings, run
 
 FAST = ["--dataset=digits", "--warmup_epochs=2", "--epochs=2", "--batch_size=128", "--lr=0.003"]
 
@@ -143,7 +143,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints.torch, "save", broken)
     with torch.no_grad():
         model.weight.add_(1)
-    with pytest.raises(OSError):
+    with pytest.raises(RunError, match=r"cannot write .*ck\.pt: .*files written before it are intact"):
         save_checkpoint(path, model, meta)
     monkeypatch.undo()
     assert same(weights(path), before)
@@ -188,7 +188,7 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, monkeypatch):
         return (loss * float("nan") if calls[0] == 15 else loss), logits, s
 
     monkeypatch.setattr(vgg_training, "train_step", poisoned)
-    with pytest.raises(UserError, match=r"nan in phase warmup, epoch 2, batch 4"):
+    with pytest.raises(RunError, match=r"nan in phase warmup, epoch 2, batch 4; .*last.pt holds the state"):
         train(tmp_path)
     assert load_checkpoint(str(tmp_path / "last.pt"))["meta"]["epoch"] == 1
 
