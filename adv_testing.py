@@ -43,11 +43,15 @@ N_STRONG = 200                     # the first N_STRONG of those get every attac
 #                                    (clean accuracy is always measured on the whole test set)
 BATCH_SIZE = 500                   # images per attack call
 STEPS = 10                         # mim / pgd / bim iterations, step size eps/STEPS (released)
-APGD_STEPS = 10                    # apgd-ce, apgd-t iterations (torchattacks' AutoAttack: 10; the paper's: 100)
+BUDGET = "quick"                   # AutoAttack's budget, a row of BUDGETS: quick (torchattacks' 10
+#                                    iterations) or standard (Croce & Hein's 100: every table of record)
+# the next four are set by BUDGET (BUDGETS below); a --name=value given too wins (budget "custom")
+APGD_STEPS = 10                    # apgd-ce, apgd-t iterations
+FAB_STEPS = 10                     # fab-t iterations per target class
+SQUARE_QUERIES = 5000              # queries of the Square attack
+SQUARE_SCHEDULE = "rescaled"       # Square's p schedule: rescaled to the queries (torchattacks) or reference
 APGD_RESTARTS = 1                  # apgd-ce, apgd-t restarts (standard: 1)
-FAB_STEPS = 10                     # fab-t iterations per target class (torchattacks: 10; the paper's: 100)
 FAB_RESTARTS = 1                   # fab-t restarts (standard: 1)
-SQUARE_QUERIES = 5000              # queries of the Square attack (standard: 5000)
 SPSA_ITERS = 1                     # iterations of SPSA, 128 samples each (torchattacks: 1; released: 10)
 CW_STEPS = 50                      # iterations of CW-L2
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
@@ -64,10 +68,27 @@ CHANNELS_LAST = "auto"             # channels_last memory format (faster on CPU 
 #                                    auto: on for this project's models, off for --arch classes
 # -------------------------------------------------------------------------------------------------
 
+# AutoAttack's budgets. standard is the reference code's (Croce & Hein, version "standard"): APGD-CE
+# and APGD-T 100 iterations, FAB-T 100 per target, Square 5000 queries on its fixed schedule (p halves
+# at query 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000: resc_schedule=False there; torchattacks
+# rescales it to the number of queries, which at 5000 queries halves p twice as early).
+# Both budgets: one restart, and APGD-T / FAB-T target the 9 most likely other classes (as the
+# reference; torchattacks alone would target all K-1).
+BUDGETS = {"quick": dict(APGD_STEPS=10, FAB_STEPS=10, SQUARE_QUERIES=5000, SQUARE_SCHEDULE="rescaled"),
+           "standard": dict(APGD_STEPS=100, FAB_STEPS=100, SQUARE_QUERIES=5000, SQUARE_SCHEDULE="reference")}
+_TARGETS = 9  # APGD-T / FAB-T target classes (the reference's standard version)
+
+
+def budget_label(s):
+    """The budget a run used: BUDGET where every value it sets is as that budget says, else custom."""
+    return s["BUDGET"] if all(s[k] == v for k, v in BUDGETS[s["BUDGET"]].items()) else "custom"
+
+
 # name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, the settings it reads,
 # builder(model, eps, classes, s)
 Attack = namedtuple("Attack", "white iterative costly settings build")
 _APGD, _FAB = ("APGD_STEPS", "APGD_RESTARTS"), ("FAB_STEPS", "FAB_RESTARTS")
+_SQUARE = ("SQUARE_QUERIES", "SQUARE_SCHEDULE")
 ATTACK_TABLE = {
     "fgsm": Attack(True, False, False, (), lambda m, e, k, s: ta.FGSM(m, eps=e)),
     "mim": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.MIFGSM(m, eps=e, alpha=e / s["STEPS"],
@@ -80,19 +101,20 @@ ATTACK_TABLE = {
     "cw": Attack(True, True, True, ("CW_STEPS",), lambda m, e, k, s: ta.CW(m, c=1, kappa=0, steps=s["CW_STEPS"], lr=0.01)),
     "spsa": Attack(False, True, True, ("SPSA_ITERS",), lambda m, e, k, s: ta.SPSA(
         m, eps=e, delta=0.01, lr=0.01, nb_iter=s["SPSA_ITERS"], nb_sample=128, max_batch_size=64)),
-    "square": Attack(False, True, True, ("SQUARE_QUERIES",), lambda m, e, k, s: ta.Square(
-        m, norm="Linf", eps=e, n_queries=s["SQUARE_QUERIES"], n_restarts=1, seed=s["SEED"])),
+    "square": Attack(False, True, True, _SQUARE, lambda m, e, k, s: ta.Square(
+        m, norm="Linf", eps=e, n_queries=s["SQUARE_QUERIES"], n_restarts=1, seed=s["SEED"],
+        resc_schedule=s["SQUARE_SCHEDULE"] == "rescaled")),
     "apgd-ce": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGD(
         m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], loss="ce",
         seed=s["SEED"])),
-    "apgd-t": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGDT(
-        m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], n_classes=k,
-        seed=s["SEED"])),
+    "apgd-t": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGDT(  # n_classes - 1 targets
+        m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"],
+        n_classes=min(k, _TARGETS + 1), seed=s["SEED"])),
     "fab-t": Attack(True, True, True, _FAB, lambda m, e, k, s: ta.FAB(
         m, norm="Linf", eps=e, steps=s["FAB_STEPS"], n_restarts=s["FAB_RESTARTS"],
-        multi_targeted=True, n_classes=k, seed=s["SEED"])),
+        multi_targeted=True, n_classes=min(k, _TARGETS + 1), seed=s["SEED"])),
     # AutoAttack standard as one cascade (each attack only on what the previous ones left)
-    "autoattack-cascade": Attack(True, True, True, _APGD + _FAB + ("SQUARE_QUERIES",), lambda m, e, k, s: ta.MultiAttack(
+    "autoattack-cascade": Attack(True, True, True, _APGD + _FAB + _SQUARE, lambda m, e, k, s: ta.MultiAttack(
         [ATTACK_TABLE[a].build(m, e, k, s) for a in SUITES["autoattack"]])),
 }
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the released notebook's set
@@ -105,6 +127,7 @@ RANGES = {
     "ATTACKS": each(one_of(*ATTACK_TABLE, *SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
     "N": interval("[0, inf)", integer=True), "N_STRONG": interval("[0, inf)", integer=True),
     "BATCH_SIZE": interval("[1, inf)", integer=True), "STEPS": interval("[1, inf)", integer=True),
+    "BUDGET": one_of(*BUDGETS), "SQUARE_SCHEDULE": one_of("rescaled", "reference"),
     "APGD_STEPS": interval("[1, inf)", integer=True), "APGD_RESTARTS": interval("[1, inf)", integer=True),
     "FAB_STEPS": interval("[1, inf)", integer=True), "FAB_RESTARTS": interval("[1, inf)", integer=True),
     "SQUARE_QUERIES": interval("[1, inf)", integer=True), "SPSA_ITERS": interval("[1, inf)", integer=True),
@@ -213,7 +236,7 @@ def noise(p, n):
 
 
 def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
-    """The checks of spec.md 3 on accuracies {(attack, eps): float}, all measured on the same n
+    """The sanity checks of Carlini et al. (2019) (README: attacking checkpoints) on accuracies {(attack, eps): float}, all measured on the same n
     images: a list of (ok, sentence), ok True (PASS), False (the sentence starts with WARNING)
     or None (not run). Differences within two binomial standard errors count as noise.
     suites: {"released": {eps: worst acc}, "autoattack": {eps: worst acc}} for the last check."""
@@ -305,29 +328,42 @@ def comparisons(per_sample, labels):
 _COLUMNS = ["checkpoint", "attack", "eps", "accuracy", "ci_low", "ci_high", "n"]
 
 
-def write_outputs(rows, labels, checks, out, extra=""):
-    """CSV (long form), Markdown table and PNG plot, each written to a temporary name first."""
+def budget_note(s):
+    """The sentence a table opens with: which AutoAttack budget its rows were measured at."""
+    settings = (f"APGD-CE/APGD-T {s['APGD_STEPS']} iterations, FAB-T {s['FAB_STEPS']} per target, "
+                f"Square {s['SQUARE_QUERIES']} queries ({s['SQUARE_SCHEDULE']} schedule)")
+    label = budget_label(s)
+    if label == "standard":
+        return f"AutoAttack budget: standard, the reference code's ({settings}).\n\n"
+    return (f"**AutoAttack ran at a reduced budget ({label}: {settings}); it may overstate robustness "
+            f"by a few points. Tables of record use `--budget=standard` (the reference's 100 iterations).**\n\n")
+
+
+def write_outputs(rows, labels, checks, out, extra, s):
+    """CSV (long form, a `budget` column on every row), Markdown table opening with the budget, and
+    PNG plot, each written to a temporary name first."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
-    frame = pd.DataFrame(rows, columns=_COLUMNS)
+    frame = pd.DataFrame(rows, columns=_COLUMNS).assign(budget=budget_label(s))
     cell = frame.assign(text=[f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
                               for a, lo, hi in zip(frame.accuracy, frame.ci_low, frame.ci_high)])
-    wide = cell.pivot_table(index=["attack", "eps", "n"], columns="checkpoint", values="text",
+    wide = cell.pivot_table(index=["attack", "eps", "n", "budget"], columns="checkpoint", values="text",
                             aggfunc="first", sort=False)[labels]
-    lines = ["| attack | eps | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
-    for (attack, eps, n), values in wide.iterrows():
+    lines = ["| attack | eps | n | budget | " + " | ".join(labels) + " |",
+             "|---|---|---|---|" + "---|" * len(labels)]
+    for (attack, eps, n, budget), values in wide.iterrows():
         eps_text = "-" if attack == "clean" else f"{eps:.4g}"
         name = f"**{attack}**" if attack == "worst" else attack
-        lines.append(f"| {name} | {eps_text} | {n} | " + " | ".join(values) + " |")
-    text = ("Robust accuracy (%) with 95 % Wilson intervals; n: test images the row was measured on. "
+        lines.append(f"| {name} | {eps_text} | {n} | {budget} | " + " | ".join(values) + " |")
+    text = (budget_note(s) + "Robust accuracy (%) with 95 % Wilson intervals; n: test images the row was measured on. "
             "`worst`: a sample counts only if it survives every attack at that eps (on the images "
             "every attack ran on); `worst-released`, `worst-autoattack`: the same over one suite.\n\n" + "\n".join(lines) + "\n\nSanity checks (on the images every "
             "attack ran on):\n\n" + "\n".join(f"- {label}: {STATUS[ok]}{msg}"
                                                for label in labels for ok, msg in checks[label]) + "\n" + extra)
     base = os.path.splitext(out)[0]
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    make_dirs(os.path.dirname(os.path.abspath(out)))
     attacks = [a for a in dict.fromkeys(frame["attack"]) if a not in ("clean", "pgd-large-eps")]
     cols = min(len(attacks), 5)
     rows_n = math.ceil(len(attacks) / cols)
@@ -485,6 +521,7 @@ def job_key(fingerprint, name, eps, data, s, device):
     used = () if name == "clean" else ATTACK_TABLE[name].settings
     material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0],
                     version=_CACHE_VERSION, data=data, torchattacks=ta.__version__, torch=torch.__version__,
+                    budget=budget_label(s), targets=_TARGETS,
                     **{k: s[k] for k in used + ("BATCH_SIZE", "SEED", "CHANNELS_LAST")})
     return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -503,7 +540,7 @@ def read_cached(path, n):
 
 
 def main(argv):
-    s, paths = parse_settings(settings_of(globals()), argv)
+    s, paths = parse_settings(settings_of(globals()), argv, BUDGETS, preset_key="BUDGET")
     check_settings(s, RANGES)
     if not paths:
         raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
@@ -598,7 +635,7 @@ def main(argv):
     order = {a: i for i, a in enumerate(["clean"] + attacks + [f"worst-{name}" for name in SUITES]
                                         + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
-    text = write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels))
+    text = write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels), s)
     print(text)
     print(f"written: {s['OUT']}, {base}.md, {base}.png, {base}.log (cache: {cache_dir}/)")
     return 0

@@ -355,7 +355,12 @@ def main_job(quick):
         subprocess.run([sys.executable, "adv_testing.py", f"{out}/ce_warmup.pt", f"{out}/final.pt",
                         f"--out={out}/r.csv", *attack_args], check=True, capture_output=True, cwd=here)
         done = time.perf_counter()
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # the same job list at AutoAttack's standard budget (every table of record uses it)
+        subprocess.run([sys.executable, "adv_testing.py", f"{out}/ce_warmup.pt", f"{out}/final.pt",
+                        f"--out={out}/standard.csv", "--budget=standard", *attack_args], check=True,
+                       capture_output=True, cwd=here)
+        standard = time.perf_counter() - done
     what = "a 1+1 epoch digits run and a small attack" if quick else "README command 1 after set-up"
     result = {
         "main_job_minutes": figure(
@@ -363,7 +368,12 @@ def main_job(quick):
             f"(training {trained - start:.0f} s, adv_testing {done - trained:.0f} s)",
             train_s=round(trained - start, 1), attack_s=round(done - trained, 1)),
         "memory_train_rss_mib": dict(value=round(peak_mib, 1), target=None, met=None,
-                                     what=f"peak resident memory of {what}")}
+                                     what=f"peak resident memory of {what}"),
+        "budget_standard_vs_quick": dict(
+            value=round(standard / (done - trained), 3), target=None, met=None,
+            what=f"adv_testing.py on {what}'s checkpoints: --budget=standard / quick wall time "
+                 f"({standard:.0f} s / {done - trained:.0f} s)", standard_s=round(standard, 1),
+            quick_s=round(done - trained, 1))}
     result["memory_gpu_mib"] = dict(value=None, target=None, met=None,
                                     what="peak GPU memory: no CUDA device in this run") \
         if not torch.cuda.is_available() else gpu_memory()

@@ -35,14 +35,18 @@ def parse_value(name, text, like):
         raise UserError(f"--{name.lower()}={text}: expected a {kind}") from None
 
 
-def parse_settings(defaults, argv, presets=None):
-    """Apply `--name=value` overrides (and `--preset=NAME`, applied first) to a copy of `defaults`.
+def parse_settings(defaults, argv, presets=None, preset_key="PRESET"):
+    """Apply `--name=value` overrides to a copy of `defaults`, after the preset named by
+    `--preset=NAME` (or by the script's own PRESET constant where it names one: editing it at the
+    top of the script works too). `preset_key` names the setting that picks a preset (adv_testing:
+    BUDGET); presets: {name: {"UPPER_NAME": value}}.
 
     defaults: {"UPPER_NAME": value}; each value's type decides how its override is parsed.
     Returns (settings, positional arguments).
     """
     settings, positional, overrides = dict(defaults), [], []
-    presets = presets or {}
+    presets, flag = presets or {}, preset_key.lower()
+    chosen = defaults.get(preset_key) if defaults.get(preset_key) in presets else None
     for arg in argv:
         if arg == "--":  # torchrun's separator (it would take --n=... for an abbreviation of its own)
             continue
@@ -52,13 +56,15 @@ def parse_settings(defaults, argv, presets=None):
         name, sep, value = arg[2:].partition("=")
         if not sep:
             raise UserError(f"{arg}: write overrides as --name=value")
-        if name == "preset":
+        if name == flag and presets:
             if value not in presets:
-                raise UserError(f"unknown preset {value!r}; presets: {', '.join(presets) or 'none'}")
-            settings.update(presets[value])
-            settings["PRESET"] = value
+                raise UserError(f"unknown {flag} {value!r}; {flag}s: {', '.join(presets)}")
+            chosen = value
         else:
             overrides.append((name, value))
+    if chosen is not None:
+        settings.update(presets[chosen])
+        settings[preset_key] = chosen
     for name, value in overrides:
         key = name.upper().replace("-", "_")
         if key not in defaults or name != name.lower():

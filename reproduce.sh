@@ -32,7 +32,7 @@ train adv-struct --loss=ce --warmup_epochs=4 --epochs=4 --adv_train=pgd --adv_ep
 TRAINED=$(date +%s)
 
 $PY adv_testing.py $RUNS/ce/final.pt $RUNS/pclc/final.pt $RUNS/adv/final.pt $RUNS/adv-struct/final.pt \
-    --out=$RES/robustness.csv
+    --budget=standard --out=$RES/robustness.csv
 cp $RES/robustness.png $FIG/fashion-mnist-lenet5-robustness.png
 $PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=$FIG
 END=$(date +%s)

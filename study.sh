@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The title paper's lambda study on the offline default (Fashion-MNIST), spec.md 1.3-1.4:
+# The title paper's lambda study on the offline default (Fashion-MNIST; README: the lambda study):
 #   1. train ssc-lambda-{0,10,50,100,300,500,1000} (seed 0): the released settings (SGD 0.01,
 #      FGSM eps 0.03, beta 1, Euclidean L_s on the logits) with LeNet-5 for 10 epochs;
 #   2. attack them with adv_testing.py's default suite (released + AutoAttack, worst case) at the
@@ -21,7 +21,7 @@ train() {
   local resume=false; [ -f "$RUNS/$name/last.pt" ] && resume=true
   $PY vgg_training.py --out_dir="$RUNS/$name" --resume=$resume "$@"
 }
-attack() { $PY adv_testing.py "$@" --eps=0.03,0.06 --n=1000 --n_strong=200 --out=$RES/robustness.csv; }
+attack() { $PY adv_testing.py "$@" --eps=0.03,0.06 --n=1000 --n_strong=200 --budget=standard --out=$RES/robustness.csv; }
 
 LAMBDAS="0 10 50 100 300 500 1000"
 for lam in $LAMBDAS; do train lambda-$lam-seed-0 --preset=ssc-lambda-$lam; done

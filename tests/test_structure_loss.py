@@ -1,4 +1,4 @@
-"""The spatial structural constraint L_s (spec.md 1.3) and its same-class successor L_rcc (1.4)."""
+"""The spatial structural constraint L_s (SSC-DM paper) and its same-class successor L_rcc (RCCs paper)."""
 import math
 
 import pytest

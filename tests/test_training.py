@@ -1,6 +1,5 @@
 """vgg_training.py end to end on `digits`: phases, outputs, resume, atomic saves, bad files, DDP."""
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -42,7 +41,11 @@ def test_writes_four_files_and_log(pclc_run):
     assert tuple(log.columns) == vgg_training.LOG_COLUMNS
     assert log["phase"].tolist() == ["warmup"] * 2 + ["main"] * 2
     assert log["epoch"].tolist() == [1, 2, 1, 2]
-    assert log["test_acc"].between(0, 1).all() and log["prob_gap"].between(-1, 1).all()
+    # the last row's numbers are the final weights' on the test set, recomputed here
+    from data import get_dataset
+    from metrics import evaluate
+    acc, gap = evaluate(model_from_checkpoint(load_checkpoint(str(pclc_run / "final.pt"))), get_dataset("digits", False), "cpu")
+    assert log["test_acc"].iloc[-1] == pytest.approx(acc, abs=1e-6) and log["prob_gap"].iloc[-1] == pytest.approx(gap, abs=1e-6)
     meta = load_checkpoint(str(pclc_run / "final.pt"))["meta"]
     assert (meta["dataset"], meta["model"], meta["num_classes"], meta["in_channels"],
             meta["image_size"], meta["phase"], meta["epoch"]) == ("digits", "lenet5", 10, 1, 28, "main", 2)
@@ -175,7 +178,6 @@ def test_bad_checkpoints_are_refused(tmp_path, pclc_run):
     other["meta"] = dict(other["meta"], model="cnn3")
     with pytest.raises(UserError, match="do not fit"):
         model_from_checkpoint(other, "x.pt")
-    assert pickle  # the Evil payload was pickled by torch.save above
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, monkeypatch):
@@ -271,7 +273,7 @@ def test_each_preset_one_epoch_on_digits(tmp_path, preset):
                               f"--out_dir={out}"]) == 0
     import pandas as pd
     log = pd.read_csv(out / "log.csv")
-    assert len(log) == 1 and log["struct_loss"].notna().all() and (log["struct_loss"] > -1e-6).all()
+    assert len(log) == 1 and log["struct_loss"].notna().all() and (log["struct_loss"] > -1e-6).all()  # >= 0 up to rounding (1 - cos)
     assert load_checkpoint(str(out / "final.pt"))["meta"]["settings"]["PRESET"] == preset
 
 

@@ -1,0 +1,92 @@
+"""The training objective and the reported statistics, each against a value written out here:
+a test per wiring that a one-line slip (a swapped weight, an inverted choice, a flipped sign, an
+ignored setting) would break while every run still finishes."""
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import adv_testing
+import vgg_training
+from hard_margin_loss import pc_loss
+from margin_loss_soft_logit import logit_constraint_loss
+from metrics import mcnemar, probability_gap
+from models import build_model
+from spatial_structure_loss import SpatialStructureLoss
+
+SETTINGS = vgg_training.settings_of(vars(vgg_training))
+
+
+def net_and_batch():
+    torch.manual_seed(0)
+    model = build_model("lenet5", 1, 28, 10).eval()  # eval: two passes give the same values
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    x_adv = (x + 0.3 * torch.rand_like(x)).clamp(0, 1)
+    return model, x, y, x_adv
+
+
+@pytest.mark.parametrize("struct_on", ["embedding", "logits"])
+def test_adversarial_objective_is_alpha_clean_beta_adv_plus_lambda_structure(struct_on):
+    model, x, y, x_adv = net_and_batch()
+    s = dict(SETTINGS, ALPHA=0.3, BETA=0.7, STRUCT_LAMBDA=2.5, STRUCT_ON=struct_on, STRUCT="ssc")
+    net = vgg_training.WithEmbedding(model)
+    loss, logits, structure = vgg_training.train_step(
+        net, (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv, vgg_training.structure_term(s), s,
+        torch.autocast("cpu", enabled=False))
+    with torch.no_grad():
+        z, z_adv = model(x), model(x_adv)
+        rep, rep_adv = (z, z_adv) if struct_on == "logits" else (model.embed(x), model.embed(x_adv))
+        ssc = SpatialStructureLoss("euclidean")(rep, rep_adv)
+        expected = 0.3 * F.cross_entropy(z, y) + 0.7 * F.cross_entropy(z_adv, y) + 2.5 * ssc
+    assert torch.allclose(structure, ssc, atol=1e-6)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    other = "embedding" if struct_on == "logits" else "logits"  # the two choices give other numbers
+    rep_o = (z, z_adv) if other == "logits" else (model.embed(x), model.embed(x_adv))
+    assert not torch.allclose(SpatialStructureLoss("euclidean")(*rep_o), ssc, atol=1e-4)
+
+
+def test_phase_losses_use_margin_and_lc_weight():
+    torch.manual_seed(1)
+    z, y = torch.randn(32, 10) * 3, torch.randint(0, 10, (32,))
+    s = dict(SETTINGS, MARGIN=0.5, LC_WEIGHT=0.2)
+    assert torch.allclose(vgg_training.phase_loss("pc", s)(z, y), pc_loss(z, y, xi=0.5))
+    assert not torch.allclose(pc_loss(z, y, xi=0.5), pc_loss(z, y, xi=0.995))
+    assert torch.allclose(vgg_training.phase_loss("pclc", s)(z, y),
+                          pc_loss(z, y, xi=0.5) + 0.2 * logit_constraint_loss(z, y))
+    assert torch.allclose(vgg_training.phase_loss("ce", s)(z, y), F.cross_entropy(z, y))
+
+
+def test_probability_gap_by_hand():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1], [0.3, 0.3, 0.4]]))
+    gap = probability_gap(logits, torch.tensor([0, 1, 2]))
+    assert torch.allclose(gap, torch.tensor([0.5, -0.5, 0.1]), atol=1e-6)
+
+
+def test_mcnemar_by_hand():
+    a = torch.tensor([True] * 10 + [False] * 2 + [True] * 5)   # a right, b wrong on 10; the reverse on 2
+    b = torch.tensor([False] * 10 + [True] * 2 + [True] * 5)
+    exact = 2 * sum(math.comb(12, i) for i in range(3)) / 2 ** 12
+    assert mcnemar(a, b) == pytest.approx(exact) and mcnemar(b, a) == pytest.approx(exact)
+    assert mcnemar(a, a) == 1.0
+
+
+def test_comparisons_sign_and_verdict():
+    n = 100
+    strong = torch.ones(n, dtype=torch.bool)
+    weak = strong.clone()
+    weak[:20] = False                          # 20 disagreements, all one way: p ~ 2e-6
+    close = strong.clone()
+    close[:2] = False                          # 2 disagreements: p = 0.5
+    per_sample = {"A": {("worst", 0.1): strong}, "B": {("worst", 0.1): weak}, "C": {("worst", 0.1): close}}
+    text = adv_testing.comparisons(per_sample, ["A", "B", "C"])
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| A") or line.startswith("| B")}
+    assert "| +20.0 |" in rows["A - B"] and "beyond noise" in rows["A - B"]
+    assert "| +2.0 |" in rows["A - C"] and "within noise" in rows["A - C"]
+    assert "| -18.0 |" in rows["B - C"] and "beyond noise" in rows["B - C"]
+
+
+def test_wilson_by_hand():
+    from metrics import wilson
+    low, high = wilson(8, 10)   # the textbook 95 % Wilson interval of 8/10: 0.490 .. 0.943
+    assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
