@@ -1,0 +1,181 @@
+"""The field's adversarial-training objectives that a defense is compared against: TRADES and MART.
+
+TRADES: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
+ICML 2019 (code yaodongyu/TRADES). MART: Wang et al., "Improving Adversarial Robustness Requires
+Revisiting Misclassified Examples", ICLR 2020 (code YisenWang/MART).
+
+With logits z = f(x) on natural images, z' = f(x') on adversarial ones, p = softmax(z),
+p' = softmax(z'), labels y, batch size B:
+
+    TRADES:  L = CE(z, y) + beta * 1/B * sum_i KL(p_i || p'_i),   KL(p || q) = sum_j p_j log(p_j / q_j)
+
+    MART:    y'_i = the most probable class of p'_i other than y_i
+             BCE  = CE(z', y) + 1/B * sum_i -log(1.0001 - p'_{i,y'_i} + 1e-12)
+             L    = BCE + beta * 1/B * sum_i [sum_j p_ij log(p_ij / (p'_ij + 1e-12))] * (1.0000001 - p_{i,y_i})
+
+`trades_objective` and `mart_objective` compute L from the two batches of logits.
+`trades_loss` and `mart_loss` have the official repositories' signatures and behaviour: they craft
+x' themselves (x + 0.001 N(0, I), then `perturb_steps` signed-gradient steps of `step_size`, each
+projected to the `epsilon` ball and to [0, 1]; TRADES ascends the KL term, MART the cross-entropy),
+with the model in eval mode, and return L computed in train mode. Code written for those
+repositories runs unchanged with this file, on any device:
+
+    from adversarial_baselines import trades_loss
+    loss = trades_loss(model, x, y, optimizer, step_size=0.01, epsilon=0.3, perturb_steps=40, beta=1.0)
+    loss.backward(); optimizer.step()
+
+This file imports nothing but torch: copy it into your project as it is.
+"""
+import torch
+from torch.nn import functional as F
+
+__all__ = ["trades_objective", "mart_objective", "trades_loss", "mart_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_logits(logits_natural, logits_adv, target, beta, reduction):
+    for name, z in (("logits_natural", logits_natural), ("logits_adv", logits_adv)):
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or not z.is_floating_point():
+            what = f"{z.dtype} tensor of shape {tuple(z.shape)}" if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"{name} must be a 2-D floating-point tensor (batch x classes), got {what}")
+    if logits_natural.shape != logits_adv.shape:
+        raise ValueError(f"logits_natural and logits_adv differ in shape: {tuple(logits_natural.shape)} "
+                         f"and {tuple(logits_adv.shape)}")
+    if logits_natural.shape[1] < 2:
+        raise ValueError(f"logits need at least 2 classes, got {logits_natural.shape[1]}")
+    if (not isinstance(target, torch.Tensor) or target.dim() != 1 or target.is_floating_point()
+            or target.dtype == torch.bool or target.shape[0] != logits_natural.shape[0]):
+        what = f"{target.dtype} tensor of shape {tuple(target.shape)}" if isinstance(
+            target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be a 1-D integer tensor of {logits_natural.shape[0]} class indices, got {what}")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits_natural.shape[1]):
+        raise ValueError(f"target holds a label outside [0, {logits_natural.shape[1]})")
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta >= 0:
+        raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(per_sample, reduction):
+    if reduction == "none":
+        return per_sample
+    return per_sample.sum() / (max(per_sample.shape[0], 1) if reduction == "mean" else 1)
+
+
+def _kl_rows(logits_p, logits_q):
+    """Per row: KL(softmax(logits_p) || softmax(logits_q)), 0 * log 0 taken as 0."""
+    log_p, log_q = F.log_softmax(logits_p, dim=1), F.log_softmax(logits_q, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def trades_objective(logits_natural, logits_adv, target, beta=6.0, reduction="mean"):
+    """TRADES: CE(z, y) + beta * KL(p || p') per sample, reduced ('mean' is the papers' L).
+    beta 6 is the CIFAR setting; TRADES' MNIST script uses 1."""
+    _check_logits(logits_natural, logits_adv, target, beta, reduction)
+    per_sample = F.cross_entropy(logits_natural, target, reduction="none") + beta * _kl_rows(logits_natural, logits_adv)
+    return _reduce(per_sample, reduction)
+
+
+def mart_objective(logits_natural, logits_adv, target, beta=6.0, reduction="mean"):
+    """MART: the boosted cross-entropy on x' plus beta times the KL term weighted by
+    1.0000001 - p_y (the natural probability of the true class), per sample, reduced."""
+    _check_logits(logits_natural, logits_adv, target, beta, reduction)
+    index = target.long().view(-1, 1)
+    prob, prob_adv = F.softmax(logits_natural, dim=1), F.softmax(logits_adv, dim=1)
+    other = prob_adv.detach().scatter(1, index, float("-inf")).argmax(dim=1, keepdim=True)  # y'
+    boosted = (F.cross_entropy(logits_adv, target, reduction="none")
+               - torch.log(1.0001 - prob_adv.gather(1, other).squeeze(1) + 1e-12))
+    kl = (torch.xlogy(prob, prob) - prob * torch.log(prob_adv + 1e-12)).sum(dim=1)
+    per_sample = boosted + beta * kl * (1.0000001 - prob.gather(1, index).squeeze(1))
+    return _reduce(per_sample, reduction)
+
+
+def _check_attack(x_natural, y, step_size, epsilon, perturb_steps, beta, distance, distances):
+    if not isinstance(x_natural, torch.Tensor) or not x_natural.is_floating_point() or x_natural.dim() < 2:
+        raise ValueError("x_natural must be a floating-point tensor of images (batch first)")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x_natural.shape[0]:
+        raise ValueError(f"y must be a 1-D tensor of {x_natural.shape[0]} labels")
+    for name, value in (("step_size", step_size), ("epsilon", epsilon), ("beta", beta)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if not isinstance(perturb_steps, int) or isinstance(perturb_steps, bool) or perturb_steps < 0:
+        raise ValueError(f"perturb_steps must be a whole number >= 0, got {perturb_steps!r}")
+    if distance not in distances:
+        raise ValueError(f"distance must be one of {distances}, got {distance!r}")
+
+
+def _linf_steps(x_natural, start, loss_of, step_size, epsilon, steps):
+    """Signed-gradient ascent of loss_of(x') from `start`, each step projected to the eps ball
+    around x_natural and to [0, 1]."""
+    x_adv = start
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(loss_of(x_adv), [x_adv])
+        x_adv = x_adv.detach() + step_size * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x_natural - epsilon), x_natural + epsilon).clamp(0.0, 1.0)
+    return x_adv.detach()
+
+
+def _noise(x):
+    # drawn by the CPU generator and moved, as the official code does (torch.randn(shape).cuda())
+    return 0.001 * torch.randn(x.shape).to(x.device, x.dtype)
+
+
+def trades_loss(model, x_natural, y, optimizer, step_size=0.003, epsilon=0.031, perturb_steps=10,
+                beta=1.0, distance="l_inf"):
+    """The official TRADES training loss: crafts x' in eval mode (KL ascent from x + 0.001 N(0, I);
+    distance 'l_inf', or 'l_2' with SGD on a normalised delta as the official code), zeroes the
+    optimizer's gradients, and returns CE(f(x), y) + beta * KL(f(x) || f(x')) / B in train mode.
+    As in the official code f(x) is evaluated twice in train mode (for CE and inside the KL)."""
+    _check_attack(x_natural, y, step_size, epsilon, perturb_steps, beta, distance, ("l_inf", "l_2"))
+    batch = len(x_natural)
+    model.eval()
+    with torch.no_grad():
+        target_logits = model(x_natural)
+
+    def kl_sum(x_adv):
+        return _kl_rows(target_logits, model(x_adv)).sum()
+
+    if distance == "l_inf":
+        x_adv = _linf_steps(x_natural, x_natural.detach() + _noise(x_natural), kl_sum, step_size, epsilon,
+                            perturb_steps)
+    else:
+        delta = _noise(x_natural).requires_grad_(True)
+        step = torch.optim.SGD([delta], lr=epsilon / max(perturb_steps, 1) * 2)
+        for _ in range(perturb_steps):
+            step.zero_grad()
+            with torch.enable_grad():
+                (-kl_sum(x_natural + delta)).backward()
+            norms = delta.grad.view(batch, -1).norm(p=2, dim=1)
+            delta.grad.div_(norms.view(-1, *[1] * (x_natural.dim() - 1)))
+            if (norms == 0).any():
+                delta.grad[norms == 0] = torch.randn_like(delta.grad[norms == 0])
+            step.step()
+            with torch.no_grad():
+                delta.add_(x_natural).clamp_(0, 1).sub_(x_natural)
+                delta.renorm_(p=2, dim=0, maxnorm=epsilon)
+        x_adv = (x_natural + delta).detach()
+    model.train()
+    x_adv = x_adv.clamp(0.0, 1.0)
+    optimizer.zero_grad()
+    loss_natural = F.cross_entropy(model(x_natural), y)
+    logits_adv = model(x_adv)  # the official order of the three train-mode passes (batch-norm statistics)
+    loss_robust = _kl_rows(model(x_natural), logits_adv).sum() / batch
+    return loss_natural + beta * loss_robust
+
+
+def mart_loss(model, x_natural, y, optimizer, step_size=0.007, epsilon=0.031, perturb_steps=10,
+              beta=6.0, distance="l_inf"):
+    """The official MART training loss: crafts x' in eval mode (cross-entropy ascent from
+    x + 0.001 N(0, I), L-inf), zeroes the optimizer's gradients and returns mart_objective on
+    f(x), f(x') in train mode. The official code implements only distance 'l_inf'."""
+    _check_attack(x_natural, y, step_size, epsilon, perturb_steps, beta, distance, ("l_inf",))
+    model.eval()
+    x_adv = _linf_steps(x_natural, x_natural.detach() + _noise(x_natural),
+                        lambda x_adv: F.cross_entropy(model(x_adv), y), step_size, epsilon, perturb_steps)
+    model.train()
+    x_adv = x_adv.clamp(0.0, 1.0)
+    optimizer.zero_grad()
+    return mart_objective(model(x_natural), model(x_adv), y, beta=float(beta))
