@@ -29,7 +29,7 @@ This file imports nothing but torch: copy it into your project as it is.
 import torch
 from torch.nn import functional as F
 
-__all__ = ["trades_objective", "mart_objective", "trades_loss", "mart_loss"]
+__all__ = ["trades_objective", "mart_objective", "trades_adversary", "mart_adversary", "trades_loss", "mart_loss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -123,14 +123,13 @@ def _noise(x):
     return 0.001 * torch.randn(x.shape).to(x.device, x.dtype)
 
 
-def trades_loss(model, x_natural, y, optimizer, step_size=0.003, epsilon=0.031, perturb_steps=10,
-                beta=1.0, distance="l_inf"):
-    """The official TRADES training loss: crafts x' in eval mode (KL ascent from x + 0.001 N(0, I);
-    distance 'l_inf', or 'l_2' with SGD on a normalised delta as the official code), zeroes the
-    optimizer's gradients, and returns CE(f(x), y) + beta * KL(f(x) || f(x')) / B in train mode.
-    As in the official code f(x) is evaluated twice in train mode (for CE and inside the KL)."""
-    _check_attack(x_natural, y, step_size, epsilon, perturb_steps, beta, distance, ("l_inf", "l_2"))
-    batch = len(x_natural)
+def trades_adversary(model, x_natural, step_size=0.003, epsilon=0.031, perturb_steps=10, distance="l_inf"):
+    """TRADES' x': ascent of KL(f(x) || f(x')) from x + 0.001 N(0, I), the model in eval mode
+    (its mode is restored after); distance 'l_inf' (signed steps), or 'l_2' (SGD on a normalised
+    delta, as the official code). Returned detached, in the ball and in [0, 1]."""
+    _check_attack(x_natural, torch.zeros(len(x_natural)), step_size, epsilon, perturb_steps, 0.0, distance,
+                  ("l_inf", "l_2"))
+    batch, was_training = len(x_natural), model.training
     model.eval()
     with torch.no_grad():
         target_logits = model(x_natural)
@@ -157,8 +156,31 @@ def trades_loss(model, x_natural, y, optimizer, step_size=0.003, epsilon=0.031, 
                 delta.add_(x_natural).clamp_(0, 1).sub_(x_natural)
                 delta.renorm_(p=2, dim=0, maxnorm=epsilon)
         x_adv = (x_natural + delta).detach()
+    model.train(was_training)
+    return x_adv.clamp(0.0, 1.0)
+
+
+def mart_adversary(model, x_natural, y, step_size=0.007, epsilon=0.031, perturb_steps=10):
+    """MART's x': cross-entropy ascent from x + 0.001 N(0, I) in signed L-inf steps, the model in
+    eval mode (its mode is restored after). Returned detached, in the ball and in [0, 1]."""
+    _check_attack(x_natural, y, step_size, epsilon, perturb_steps, 0.0, "l_inf", ("l_inf",))
+    was_training = model.training
+    model.eval()
+    x_adv = _linf_steps(x_natural, x_natural.detach() + _noise(x_natural),
+                        lambda x_adv: F.cross_entropy(model(x_adv), y), step_size, epsilon, perturb_steps)
+    model.train(was_training)
+    return x_adv.clamp(0.0, 1.0)
+
+
+def trades_loss(model, x_natural, y, optimizer, step_size=0.003, epsilon=0.031, perturb_steps=10,
+                beta=1.0, distance="l_inf"):
+    """The official TRADES training loss: crafts x' (trades_adversary), zeroes the optimizer's
+    gradients, and returns CE(f(x), y) + beta * KL(f(x) || f(x')) / B in train mode. As in the
+    official code f(x) is evaluated twice in train mode (for CE and inside the KL)."""
+    _check_attack(x_natural, y, step_size, epsilon, perturb_steps, beta, distance, ("l_inf", "l_2"))
+    batch = len(x_natural)
+    x_adv = trades_adversary(model, x_natural, step_size, epsilon, perturb_steps, distance)
     model.train()
-    x_adv = x_adv.clamp(0.0, 1.0)
     optimizer.zero_grad()
     loss_natural = F.cross_entropy(model(x_natural), y)
     logits_adv = model(x_adv)  # the official order of the three train-mode passes (batch-norm statistics)
@@ -172,10 +194,7 @@ def mart_loss(model, x_natural, y, optimizer, step_size=0.007, epsilon=0.031, pe
     x + 0.001 N(0, I), L-inf), zeroes the optimizer's gradients and returns mart_objective on
     f(x), f(x') in train mode. The official code implements only distance 'l_inf'."""
     _check_attack(x_natural, y, step_size, epsilon, perturb_steps, beta, distance, ("l_inf",))
-    model.eval()
-    x_adv = _linf_steps(x_natural, x_natural.detach() + _noise(x_natural),
-                        lambda x_adv: F.cross_entropy(model(x_adv), y), step_size, epsilon, perturb_steps)
+    x_adv = mart_adversary(model, x_natural, y, step_size, epsilon, perturb_steps)
     model.train()
-    x_adv = x_adv.clamp(0.0, 1.0)
     optimizer.zero_grad()
     return mart_objective(model(x_natural), model(x_adv), y, beta=float(beta))

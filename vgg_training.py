@@ -7,8 +7,9 @@ weights with PC loss + logit constraints, a fresh optimiser and a fresh schedule
     torchrun --standalone --nproc_per_node=2 vgg_training.py --device=cpu   # DDP
 
 Writes OUT_DIR/ce_warmup.pt, final.pt, last.pt (for RESUME) and log.csv (one row per epoch).
-With ADV_TRAIN set, every batch is also attacked and the objective becomes
-ALPHA*L(X) + BETA*L(X_adv) + STRUCT_LAMBDA*L_s (L_s: spatial_structure_loss.py).
+With ADV_TRAIN set, every batch is also attacked and ADV_METHODS says how X_adv is crafted and
+which objective of OBJECTIVES forms the loss: ALPHA*L(X) + BETA*L(X_adv) for fgsm, fgsm-rs, pgd
+and mim, TRADES' or MART's own for trades and mart; + STRUCT_LAMBDA*L_struct (spatial_structure_loss.py).
 """
 import csv
 import hashlib
@@ -16,14 +17,17 @@ import io
 import os
 import sys
 import time
+from collections import namedtuple
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
+import torchattacks as ta
 from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from adversarial_baselines import mart_adversary, mart_objective, trades_adversary, trades_objective
 from checkpoints import atomic_write, load_checkpoint, load_weights, make_dirs, save_checkpoint
 from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, RunError, UserError, check_settings, each,
                  interval, one_of, parse_settings, run, settings_of, start_processes)
@@ -49,17 +53,21 @@ BATCH_SIZE = 128               # per process
 OPTIMIZER = "adam"             # adam or sgd (with MOMENTUM); each phase starts a fresh one
 LR = 1e-3                      # learning rate, each phase starts from it
 MOMENTUM = 0.9                 # SGD momentum
-MILESTONES = [50, 100]         # MultiStepLR epochs within each phase (empty: constant LR)
-GAMMA = 0.2                    # MultiStepLR factor
+SCHEDULE = "multistep"         # learning rate within each phase (SCHEDULES): multistep or cyclic
+MILESTONES = [50, 100]         # multistep: epochs where the LR is multiplied by GAMMA (empty: constant)
+GAMMA = 0.2                    # multistep factor
 WEIGHT_DECAY = 0.0             # weight decay of the optimiser
 AUGMENT = True                 # flip/rotate/crop of the 32/64-px sets (never the MNIST family)
-ADV_TRAIN = "none"             # none, fgsm, pgd or mim: also train on adversarial batches
+ADV_TRAIN = "none"             # none, fgsm, fgsm-rs, pgd, mim, trades, mart (ADV_METHODS)
 ADV_EPS = 0.1                  # L-inf radius of the training attack
-ADV_STEPS = 5                  # pgd / mim steps
-ADV_STEP_SIZE = 0.0            # pgd / mim step size; 0: 2.5 * ADV_EPS / ADV_STEPS
+ADV_STEPS = 5                  # pgd / mim / trades / mart steps
+ADV_STEP_SIZE = 0.0            # step size; 0: the method's default (ADV_METHODS: 1.25 eps for fgsm-rs,
+#                                2.5 * ADV_EPS / ADV_STEPS for the iterative ones)
 ADV_DECAY = 0.9                # mim momentum decay (gradients normalised per sample)
-ALPHA = 1.0                    # weight of L(X) when ADV_TRAIN is on (the papers' 1 - beta)
-BETA = 1.0                     # weight of L(X_adv)
+ALPHA = 1.0                    # weight of L(X) in the weighted objective (the papers' 1 - beta)
+BETA = 1.0                     # weight of the robust term: L(X_adv), or TRADES' / MART's beta
+COLLAPSE_CHECK = 512           # adversarial training: PGD-10 accuracy on this many fixed training
+#                                images each epoch (log.csv), a warning on a collapse (0: off)
 STRUCT = "ssc"                 # ssc (spatial structural constraint) or rcc (same-class pairs only)
 STRUCT_LAMBDA = 0.0            # weight of the structural term (0: plain adversarial training)
 STRUCT_METRIC = "euclidean"    # euclidean, manhattan or cosine
@@ -72,6 +80,43 @@ RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it
 OVERWRITE = False              # start afresh in an OUT_DIR that holds another run (its files are removed)
 PRESET = ""                    # set by --preset=NAME (see PRESETS)
 
+# ADV_TRAIN: how X_adv is crafted (model, eps, step, settings) -> attack(x, y), the default step
+# (eps, steps) -> step when ADV_STEP_SIZE is 0, and the objective (OBJECTIVES) that forms the loss.
+# torchattacks' MIFGSM divides the gradient by its mean absolute value per sample: the released L1
+# normalisation up to a constant factor, which the sign step ignores.
+AdvMethod = namedtuple("AdvMethod", "craft step objective")
+_ITERATIVE = lambda eps, steps: 2.5 * eps / steps  # noqa: E731
+ADV_METHODS = {
+    "none": AdvMethod(None, None, None),
+    "fgsm": AdvMethod(lambda m, eps, step, s: ta.FGSM(m, eps=eps), lambda eps, steps: eps, "weighted"),
+    # Wong, Rice & Kolter (2020): a uniform start in the ball, one signed step of 1.25 eps
+    "fgsm-rs": AdvMethod(lambda m, eps, step, s: ta.FFGSM(m, eps=eps, alpha=step),
+                         lambda eps, steps: 1.25 * eps, "weighted"),
+    "pgd": AdvMethod(lambda m, eps, step, s: ta.PGD(m, eps=eps, alpha=step, steps=s["ADV_STEPS"],
+                                                   random_start=True), _ITERATIVE, "weighted"),
+    "mim": AdvMethod(lambda m, eps, step, s: ta.MIFGSM(m, eps=eps, alpha=step, steps=s["ADV_STEPS"],
+                                                      decay=s["ADV_DECAY"]), _ITERATIVE, "weighted"),
+    # TRADES' and MART's own inner attacks and objectives (adversarial_baselines.py)
+    "trades": AdvMethod(lambda m, eps, step, s: lambda x, y: trades_adversary(m, x, step, eps, s["ADV_STEPS"]),
+                        _ITERATIVE, "trades"),
+    "mart": AdvMethod(lambda m, eps, step, s: lambda x, y: mart_adversary(m, x, y, step, eps, s["ADV_STEPS"]),
+                      _ITERATIVE, "mart"),
+}
+# how a batch's loss is formed from the phase's loss L, the logits on X and X_adv and the labels
+OBJECTIVES = {
+    "weighted": lambda L, z, z_adv, y, s: s["ALPHA"] * L(z, y) + s["BETA"] * L(z_adv, y),
+    "trades": lambda L, z, z_adv, y, s: trades_objective(z, z_adv, y, beta=s["BETA"]),
+    "mart": lambda L, z, z_adv, y, s: mart_objective(z, z_adv, y, beta=s["BETA"]),
+}
+
+# the LR factor at batch t of a phase of `epochs` epochs of `steps` batches (stepped every batch)
+SCHEDULES = {
+    "multistep": lambda t, steps, epochs, s: s["GAMMA"] ** sum(t // steps >= m for m in s["MILESTONES"]),
+    # Wong, Rice & Kolter (2020): linear from 0 up to LR at 2/5 of the phase, back to 0 at its end
+    "cyclic": lambda t, steps, epochs, s: max(0.0, min(t / (0.4 * steps * epochs),
+                                                       (steps * epochs - t) / (0.6 * steps * epochs))),
+}
+
 RANGES = {  # every setting's allowed values, checked before any data or checkpoint is touched
     "DATASET": one_of(*DATASETS), "MODEL": one_of(*MODEL_NAMES), "DATA_DIR": ANY_TEXT,
     "OUT_DIR": WRITABLE_DIR, "WARMUP_EPOCHS": interval("[0, inf)", integer=True),
@@ -79,9 +124,11 @@ RANGES = {  # every setting's allowed values, checked before any data or checkpo
     "MARGIN": interval("[0, 1]"), "LC_WEIGHT": interval("[0, inf)"),
     "BATCH_SIZE": interval("[1, inf)", integer=True), "OPTIMIZER": one_of("adam", "sgd"),
     "LR": interval("(0, inf)"), "MOMENTUM": interval("[0, 1)"),
+    "SCHEDULE": one_of(*SCHEDULES),
     "MILESTONES": each(interval("[1, inf)", integer=True)), "GAMMA": interval("(0, 1]"),
     "WEIGHT_DECAY": interval("[0, inf)"), "AUGMENT": BOOL,
-    "ADV_TRAIN": one_of("none", "fgsm", "pgd", "mim"), "ADV_EPS": interval("(0, 1]"),
+    "ADV_TRAIN": one_of(*ADV_METHODS), "ADV_EPS": interval("(0, 1]"),
+    "COLLAPSE_CHECK": interval("[0, inf)", integer=True),
     "ADV_STEPS": interval("[1, inf)", integer=True), "ADV_STEP_SIZE": interval("[0, 1]"),
     "ADV_DECAY": interval("[0, inf)"), "ALPHA": interval("[0, inf)"), "BETA": interval("[0, inf)"),
     "STRUCT": one_of("ssc", "rcc"), "STRUCT_LAMBDA": interval("[0, inf)"),
@@ -104,6 +151,10 @@ _SSC = dict(DATASET="fashion-mnist", MODEL="lenet-classic", OPTIMIZER="sgd", LR=
             AUGMENT=False, ADV_TRAIN="fgsm", ADV_EPS=0.03, ADV_STEPS=20, ADV_STEP_SIZE=0.0078,
             ADV_DECAY=0.9, ALPHA=0.0, BETA=1.0, STRUCT="ssc", STRUCT_LAMBDA=300.0,
             STRUCT_METRIC="euclidean", STRUCT_ON="logits", SEED=0)
+_MNIST_AT = dict(DATASET="mnist", WARMUP_EPOCHS=0, EPOCHS=100, LOSS="ce", AUGMENT=False, OPTIMIZER="sgd",
+                 LR=0.01, MOMENTUM=0.9, WEIGHT_DECAY=0.0, BATCH_SIZE=128, SCHEDULE="multistep",
+                 MILESTONES=[55], GAMMA=0.1, ADV_EPS=0.3, ADV_STEPS=40, ADV_STEP_SIZE=0.01, ALPHA=0.0,
+                 BETA=1.0, STRUCT_LAMBDA=0.0)
 PRESETS = {
     # the released notebook: VGG-13 on Tiny ImageNet, Adam 0.01, [50, 100] x 0.2, 150 + 150 epochs
     "paper-tiny-imagenet": dict(_PAPER, DATASET="tiny-imagenet", MODEL="vgg13",
@@ -123,11 +174,44 @@ PRESETS = {
     **{f"ssc-lambda-{lam}": dict(_SSC, MODEL="lenet5", EPOCHS=10, STRUCT_LAMBDA=float(lam),
                                  OUT_DIR=f"runs/ssc-lambda-{lam}")
        for lam in (0, 10, 50, 100, 300, 500, 1000)},
+    # the field's MNIST baselines at eps 0.3, as published (full budgets; README: baselines)
+    # FGSM-RS, Wong, Rice & Kolter (2020): their net, alpha 0.375, 10 epochs, batch 100, Adam, cyclic LR to 5e-3
+    "fgsm-rs-mnist": dict(_MNIST_AT, MODEL="wong-mnist", ADV_TRAIN="fgsm-rs", ADV_STEP_SIZE=0.375, EPOCHS=10,
+                          BATCH_SIZE=100, OPTIMIZER="adam", LR=5e-3, SCHEDULE="cyclic", OUT_DIR="runs/fgsm-rs-mnist"),
+    # TRADES (yaodongyu/TRADES train_trades_mnist.py): SmallCNN, 40 steps of 0.01, beta 1, SGD 0.01
+    # momentum 0.9, batch 128, 100 epochs, LR x 0.1 from epoch 55
+    "trades-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="trades", BETA=1.0, OUT_DIR="runs/trades-mnist"),
+    # PGD-AT (Madry et al. 2018: eps 0.3, 40 steps of 0.01) with TRADES' network and optimiser
+    "pgd-at-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="pgd", OUT_DIR="runs/pgd-at-mnist"),
+    # MART (YisenWang/MART publishes no MNIST setting): TRADES' MNIST budget, MART's beta 6
+    "mart-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="mart", BETA=6.0, OUT_DIR="runs/mart-mnist"),
 }
 # -------------------------------------------------------------------------------------------------
 
 LOG_COLUMNS = ("phase", "epoch", "train_loss", "train_acc", "test_acc", "prob_gap", "lr",
-               "seconds", "struct_loss")
+               "seconds", "struct_loss", "train_pgd_acc")
+
+
+def collapse_probe(train_set, s, device):
+    """The fixed training images (COLLAPSE_CHECK of them, chosen by SEED) on which PGD-10 accuracy
+    is measured each epoch of adversarial training, or None."""
+    if s["ADV_TRAIN"] == "none" or not s["COLLAPSE_CHECK"]:
+        return None
+    index = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(s["SEED"]))
+    return train_set.batch(index[:s["COLLAPSE_CHECK"]], device)
+
+
+def pgd_accuracy(model, probe, eps, seed):
+    """PGD-10 (step eps/4, random start) accuracy on the probe images: single-step training's
+    catastrophic overfitting shows as a fall of this number (Wong, Rice & Kolter 2020). The
+    training random state is left untouched."""
+    x, y = probe
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        adv = ta.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)(x, y)
+    model.eval()
+    with torch.no_grad():
+        return (model(adv).argmax(1) == y).float().mean().item()
 
 
 def phase_loss(name, s):
@@ -141,20 +225,13 @@ def phase_loss(name, s):
 
 
 def make_attack(model, s):
-    """The attack that crafts X_adv from the current model (torchattacks puts the model in eval
-    mode while crafting and back in train mode after), or None. torchattacks' MIFGSM divides the
-    gradient by its mean absolute value per sample: the released L1 normalisation up to a
-    constant factor, which the sign step ignores."""
-    if s["ADV_TRAIN"] == "none":
+    """The attack that crafts X_adv from the current model for ADV_TRAIN (always with the model in
+    eval mode, back in train mode after), or None."""
+    method = ADV_METHODS[s["ADV_TRAIN"]]
+    if method.craft is None:
         return None
-    import torchattacks
-    eps, steps = s["ADV_EPS"], s["ADV_STEPS"]
-    step = s["ADV_STEP_SIZE"] or 2.5 * eps / steps
-    return {"fgsm": lambda: torchattacks.FGSM(model, eps=eps),
-            "pgd": lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=steps, random_start=True),
-            "mim": lambda: torchattacks.MIFGSM(model, eps=eps, alpha=step, steps=steps,
-                                               decay=s["ADV_DECAY"]),
-            }[s["ADV_TRAIN"]]()
+    step = s["ADV_STEP_SIZE"] or method.step(s["ADV_EPS"], s["ADV_STEPS"])
+    return method.craft(model, s["ADV_EPS"], step, s)
 
 
 def make_optimizer(model, s):
@@ -185,8 +262,9 @@ class WithEmbedding(nn.Module):
 
 
 def train_step(net, batch, criterion, attack, struct_loss, s, autocast):
-    """One batch's objective: L(X), or ALPHA*L(X) + BETA*L(X_adv) + STRUCT_LAMBDA*L_struct, the
-    structural term on the embeddings or on the logits (STRUCT_ON)."""
+    """One batch's objective: L(X) without an attack; else the ADV_TRAIN method's objective
+    (OBJECTIVES) on X and X_adv + STRUCT_LAMBDA*L_struct, the structural term on the embeddings or
+    on the logits (STRUCT_ON)."""
     x, y = batch
     if attack is None:
         with autocast:
@@ -197,8 +275,8 @@ def train_step(net, batch, criterion, attack, struct_loss, s, autocast):
         (logits, emb), (logits_adv, emb_adv) = net(x), net(x_adv)
         rep, rep_adv = (logits, logits_adv) if s["STRUCT_ON"] == "logits" else (emb, emb_adv)
         structure = struct_loss(rep, rep_adv, y)
-        loss = (s["ALPHA"] * criterion(logits, y) + s["BETA"] * criterion(logits_adv, y)
-                + s["STRUCT_LAMBDA"] * structure)
+        objective = OBJECTIVES[ADV_METHODS[s["ADV_TRAIN"]].objective]
+        loss = objective(criterion, logits, logits_adv, y, s) + s["STRUCT_LAMBDA"] * structure
     return loss, logits, structure
 
 
@@ -294,6 +372,7 @@ def main(argv):
     if distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device)] if on_cuda else None)
     attack = make_attack(model, s)
+    probe = collapse_probe(train_set, s, device)
     struct_loss = structure_term(s)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                  seed=s["SEED"], drop_last=False)
@@ -323,7 +402,9 @@ def main(argv):
         phase, n_epochs, loss_name = phases[phase_index]
         criterion = phase_loss(loss_name, s)
         optimizer = make_optimizer(model, s)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, s["MILESTONES"], s["GAMMA"])
+        steps = max(1, len(sampler) // s["BATCH_SIZE"])  # batches an epoch (the last partial one is dropped)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t, n=n_epochs: SCHEDULES[s["SCHEDULE"]](t, steps, max(n, 1), s))
         first = 0
         if resume_state is not None and phase_index == start_phase:
             try:
@@ -363,7 +444,9 @@ def main(argv):
                                    f"{last_good(last_path)}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                lr = optimizer.param_groups[0]["lr"]  # the rate of this batch (the log shows the last)
                 optimizer.step()
+                scheduler.step()
                 n = len(y)
                 sums += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n,
                                       0.0 if structure is None else structure.item() * n],
@@ -374,17 +457,21 @@ def main(argv):
             if not all_finite(model):  # the epoch's last update can overflow after a finite loss
                 raise RunError(f"the weights became non-finite in phase {phase}, epoch {epoch + 1} "
                                f"(its last update); {last_good(last_path)}")
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
             test_acc, gap = evaluate(model, test_set, device)
             row = dict(phase=phase, epoch=epoch + 1, train_loss=round(sums[0].item() / sums[2].item(), 6),
                        train_acc=round(sums[1].item() / sums[2].item(), 6), test_acc=round(test_acc, 6),
                        prob_gap=round(gap, 6), lr=lr, seconds=round(time.time() - t0, 2),
-                       struct_loss=float(f"{sums[3].item() / sums[2].item():.6g}") if attack else "")
+                       struct_loss=float(f"{sums[3].item() / sums[2].item():.6g}") if attack else "",
+                       train_pgd_acc="" if probe is None else round(pgd_accuracy(model, probe, s["ADV_EPS"], s["SEED"]), 6))
+            best = max([r["train_pgd_acc"] for r in log_rows if r.get("train_pgd_acc") not in ("", None)], default=None)
+            if probe is not None and best and row["train_pgd_acc"] < 0.3 * best:
+                say(f"WARNING PGD-10 accuracy on {len(probe[1])} training images fell to {100 * row['train_pgd_acc']:.1f}% "
+                    f"(best {100 * best:.1f}%): catastrophic overfitting; stop, or shrink ADV_STEP_SIZE")
             log_rows.append(row)
             say(f"{phase:6s} epoch {epoch + 1:3d}/{n_epochs}  loss {row['train_loss']:.4f}  "
                 f"train {100 * row['train_acc']:5.2f}%  test {100 * test_acc:5.2f}%  gap {gap:.3f}  "
                 f"lr {lr:.2g}" + (f"  L_s {row['struct_loss']:.4f}" if attack else "")
+                + (f"  pgd-train {100 * row['train_pgd_acc']:.1f}%" if probe is not None else "")
                 + f"  {row['seconds']:.1f}s")
             if is_main:
                 save_checkpoint(last_path, model, dict(meta, phase=phase, phase_index=phase_index,

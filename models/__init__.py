@@ -7,13 +7,14 @@
 Inputs are raw pixels in [0, 1]; none of the models normalises (as in the released code), so
 attacks work in pixel space with clip [0, 1].
 """
-from . import lenet, resnet, torchvision_nets, vgg
+from . import baselines, lenet, resnet, torchvision_nets, vgg
 from .base import Classifier
 
-_FAMILIES = [lenet.MODELS, vgg.MODELS, resnet.MODELS, torchvision_nets.MODELS]
+_FAMILIES = [lenet.MODELS, vgg.MODELS, resnet.MODELS, torchvision_nets.MODELS, baselines.MODELS]
 MODEL_NAMES = ("lenet5", "cnn3", "vgg11", "vgg13", "vgg16", "vgg19",
                "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vit",
-               "lenet-classic", "alexnet", "resnet18", "resnet50")  # the last four: the title paper
+               "lenet-classic", "alexnet", "resnet18", "resnet50",  # these four: the title paper
+               "wong-mnist", "smallcnn")  # the MNIST baselines' networks (FGSM-RS, TRADES)
 
 
 def build_model(name, in_channels, image_size, num_classes):

@@ -266,7 +266,8 @@ def test_released_presets(tmp_path):
     assert lams == [0, 10, 50, 100, 300, 500, 1000]
 
 
-@pytest.mark.parametrize("preset", [p for p in vgg_training.PRESETS if p.startswith(("ssc-", "rcc-"))])
+@pytest.mark.parametrize("preset", [p for p in vgg_training.PRESETS if p.startswith(("ssc-", "rcc-"))
+                                    or p.endswith("-mnist")])
 def test_each_preset_one_epoch_on_digits(tmp_path, preset):
     out = tmp_path / preset
     assert vgg_training.main([f"--preset={preset}", "--dataset=digits", "--epochs=1", "--warmup_epochs=0",
@@ -274,6 +275,7 @@ def test_each_preset_one_epoch_on_digits(tmp_path, preset):
     import pandas as pd
     log = pd.read_csv(out / "log.csv")
     assert len(log) == 1 and log["struct_loss"].notna().all() and (log["struct_loss"] > -1e-6).all()  # >= 0 up to rounding (1 - cos)
+    assert log["train_pgd_acc"].between(0, log["train_acc"].iloc[0] + 0.2).all()  # the collapse probe ran
     assert load_checkpoint(str(out / "final.pt"))["meta"]["settings"]["PRESET"] == preset
 
 

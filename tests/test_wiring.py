@@ -21,6 +21,8 @@ SETTINGS = vgg_training.settings_of(vars(vgg_training))
 def net_and_batch():
     torch.manual_seed(0)
     model = build_model("lenet5", 1, 28, 10).eval()  # eval: two passes give the same values
+    with torch.no_grad():
+        model.head.weight.mul_(30)  # confident logits: every term of the objectives matters
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
     x_adv = (x + 0.3 * torch.rand_like(x)).clamp(0, 1)
     return model, x, y, x_adv
@@ -29,7 +31,7 @@ def net_and_batch():
 @pytest.mark.parametrize("struct_on", ["embedding", "logits"])
 def test_adversarial_objective_is_alpha_clean_beta_adv_plus_lambda_structure(struct_on):
     model, x, y, x_adv = net_and_batch()
-    s = dict(SETTINGS, ALPHA=0.3, BETA=0.7, STRUCT_LAMBDA=2.5, STRUCT_ON=struct_on, STRUCT="ssc")
+    s = dict(SETTINGS, ADV_TRAIN="pgd", ALPHA=0.3, BETA=0.7, STRUCT_LAMBDA=2.5, STRUCT_ON=struct_on, STRUCT="ssc")
     net = vgg_training.WithEmbedding(model)
     loss, logits, structure = vgg_training.train_step(
         net, (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv, vgg_training.structure_term(s), s,
@@ -44,6 +46,43 @@ def test_adversarial_objective_is_alpha_clean_beta_adv_plus_lambda_structure(str
     other = "embedding" if struct_on == "logits" else "logits"  # the two choices give other numbers
     rep_o = (z, z_adv) if other == "logits" else (model.embed(x), model.embed(x_adv))
     assert not torch.allclose(SpatialStructureLoss("euclidean")(*rep_o), ssc, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["trades", "mart"])
+def test_baseline_objectives_are_wired_with_beta(method):
+    from adversarial_baselines import mart_objective, trades_objective
+    model, x, y, x_adv = net_and_batch()
+    s = dict(SETTINGS, ADV_TRAIN=method, ALPHA=0.3, BETA=4.0, STRUCT_LAMBDA=1.5, STRUCT_ON="logits")
+    loss, _, structure = vgg_training.train_step(
+        vgg_training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv,
+        vgg_training.structure_term(s), s, torch.autocast("cpu", enabled=False))
+    fn = trades_objective if method == "trades" else mart_objective
+    with torch.no_grad():
+        z, z_adv = model(x), model(x_adv)
+        expected = fn(z, z_adv, y, beta=4.0) + 1.5 * SpatialStructureLoss("euclidean")(z, z_adv)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert not torch.allclose(fn(z, z_adv, y, beta=4.0), fn(z, z_adv, y, beta=1.0))
+
+
+def test_training_attacks_follow_their_rules():
+    """fgsm-rs: a uniform start and one step of 1.25 eps by default; trades / mart: their own inner
+    attacks; every X_adv in the ball and in [0, 1]; the model back in train mode."""
+    model, x, y, _ = net_and_batch()
+    model.train()
+    for method, step in (("fgsm", 0.1), ("fgsm-rs", 0.125), ("pgd", 0.05), ("mim", 0.05),
+                         ("trades", 0.05), ("mart", 0.05)):
+        s = dict(SETTINGS, ADV_TRAIN=method, ADV_EPS=0.1, ADV_STEPS=5, ADV_STEP_SIZE=0.0)
+        attack = vgg_training.make_attack(model, s)
+        torch.manual_seed(0)
+        x_adv = attack(x, y)
+        assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1, method
+        assert model.training, method
+        assert getattr(attack, "alpha", step) == pytest.approx(step), method
+    rs = vgg_training.make_attack(model, dict(SETTINGS, ADV_TRAIN="fgsm-rs", ADV_EPS=0.1))
+    torch.manual_seed(1)
+    a = rs(x, y)
+    torch.manual_seed(2)
+    assert not torch.equal(a, rs(x, y))  # the random start: other seeds, other points
 
 
 def test_phase_losses_use_margin_and_lc_weight():
