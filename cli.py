@@ -58,7 +58,7 @@ def parse_settings(defaults, argv, presets=None, preset_key="PRESET"):
             raise UserError(f"{arg}: write overrides as --name=value")
         if name == flag and presets:
             if value not in presets:
-                raise UserError(f"unknown {flag} {value!r}; {flag}s: {', '.join(presets)}")
+                raise UserError(f"--{flag}={value} is out of range: allowed one of {', '.join(presets)}")
             chosen = value
         else:
             overrides.append((name, value))

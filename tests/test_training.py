@@ -231,7 +231,7 @@ def test_cli_overrides_and_errors(capsys):
         parse_settings(defaults, ["--epochs=three"])
     with pytest.raises(UserError, match="--resume=maybe"):
         parse_settings(defaults, ["--resume=maybe"])
-    with pytest.raises(UserError, match="unknown preset 'x'; presets: a"):
+    with pytest.raises(UserError, match="--preset=x is out of range: allowed one of a"):
         parse_settings(defaults, ["--preset=x"], {"a": {}})
     s, _ = parse_settings(defaults, ["--epochs=7", "--preset=a"], {"a": {"EPOCHS": 9, "LR": 0.5}})
     assert s["EPOCHS"] == 7 and s["LR"] == 0.5  # a preset first, explicit overrides win
