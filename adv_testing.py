@@ -202,18 +202,6 @@ def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
     return torch.cat([t for _, t in mine]) if mine else torch.zeros(0, dtype=torch.bool)
 
 
-def run_attacks(model, dataset, index, attacks, eps_list, s, device, n_strong=None, desc=""):
-    """Per-sample correctness: {("clean", 0.0): bool[n], (attack, eps): bool[n or n_strong]}.
-    Cheap attacks run on all of `index`, costly ones on its first `n_strong` images."""
-    n_strong = len(index) if n_strong is None else n_strong
-    out = {("clean", 0.0): attack_job(model, dataset, index, "clean", 0.0, s, device)}
-    for name in attacks:
-        for eps in eps_list:
-            part = index[:n_strong] if ATTACK_TABLE[name].costly else index
-            out[(name, eps)] = attack_job(model, dataset, part, name, eps, s, device)
-    return out
-
-
 def worst_case(correct, eps_list, attacks=None):
     """Per eps: a sample is robust only if it is right on clean input and under every attack (of
     `attacks`, default all) at that eps; taken over the images every one of them was run on."""
@@ -539,32 +527,87 @@ def read_cached(path, n):
     return value if ok else None
 
 
-def main(argv):
-    s, paths = parse_settings(settings_of(globals()), argv, BUDGETS, preset_key="BUDGET")
-    check_settings(s, RANGES)
-    if not paths:
-        raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
-    base = os.path.splitext(s["OUT"])[0]
-    cache_dir = base + ".cache"
-    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-        raise UserError(f"--out={s['OUT']}: {cache_dir} (its job cache) exists and is not a folder")
-    attacks = expand(s["ATTACKS"])
-    loaded = [load_model(p, s) for p in paths]  # every file is checked before any work
+Job = namedtuple("Job", "model row attack eps")  # model number, table row, attack name, eps
+
+
+def plan_jobs(n_models, attacks, eps_list, large_eps=None):
+    """Every job of a table: per model clean, each attack at each eps, and the large-eps PGD check."""
+    rows = [("clean", "clean", 0.0)] + [(a, a, e) for a in attacks for e in eps_list]
+    rows += [("pgd-large-eps", "pgd", large_eps)] if large_eps is not None else []
+    return [Job(i, *row) for i in range(n_models) for row in rows]
+
+
+def images_of(job, index, count, n_strong):
+    """The one subset rule: clean accuracy on all of `index`, the costly attacks (and the large-eps
+    check) on its first `n_strong` images, the cheap ones on its first `count`."""
+    if job.attack == "clean":
+        return index
+    costly = job.row == "pgd-large-eps" or ATTACK_TABLE[job.attack].costly
+    return index[:n_strong] if costly else index[:count]
+
+
+def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, world=1,
+             fingerprints=None, labels=None, cache_dir=None, log_path=None):
+    """{(model, row, eps): per-sample correctness} for every job. With `cache_dir` each result is
+    read from the job cache when its key (job_key) is there, and stored there when computed; a
+    line per job goes to `log_path` (and stdout when it is not a terminal). cache_dir=None: every
+    job is computed (tests, bench). Under torchrun rank 0 reads and writes the cache."""
+    results, digests, is_main = {}, {}, rank == 0
+    labels = labels or [str(i) for i in range(len(models))]
+    for job in tqdm(jobs, desc="jobs", disable=not (is_main and log_path and sys.stderr.isatty())):
+        part = images_of(job, index, count, n_strong)
+        if len(part) not in digests:  # the images and labels themselves, not their indices
+            digests[len(part)] = test_set.digest(part)
+        path, cached, start = None, None, time.time()
+        if cache_dir is not None:
+            key = job_key(fingerprints[job.model], job.attack, job.eps, digests[len(part)], s, device)
+            path = os.path.join(cache_dir, key + ".pt")
+            cached = read_cached(path, len(part)) if is_main and not s["FRESH"] else None
+            if dist.is_initialized():
+                box = [cached]
+                dist.broadcast_object_list(box, src=0)
+                cached = box[0]
+        right = cached if cached is not None else attack_job(models[job.model], test_set, part, job.attack,
+                                                             job.eps, s, device, rank, world)
+        if is_main and path and cached is None:
+            atomic_write(path, lambda f: torch.save(right, f))
+        results[(job.model, job.row, job.eps)] = right
+        if is_main and log_path:
+            line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {labels[job.model]}  {job.attack}  eps {job.eps:.4g}  "
+                    f"accuracy {right.float().mean().item():.4f}  n {len(right)}  "
+                    f"{'cached' if cached is not None else f'computed in {time.time() - start:.1f} s'}")
+            append_line(log_path, line)
+            if not sys.stderr.isatty():
+                print(line, flush=True)
+    return results
+
+
+def run_attacks(model, dataset, index, attacks, eps_list, s, device, n_strong=None):
+    """Per-sample correctness of one model, no cache: {("clean", 0.0): bool[n], (attack, eps):
+    bool[n or n_strong]}: the cheap attacks on all of `index`, the costly ones on its first
+    `n_strong` images (run_jobs, as the command line runs them)."""
+    n_strong = len(index) if n_strong is None else n_strong
+    results = run_jobs([model], dataset, plan_jobs(1, attacks, eps_list), index, len(index), n_strong, s, device)
+    return {(row, eps): v for (_, row, eps), v in results.items()}
+
+
+def load_all(paths, s):
+    """The checkpoints (each checked before any work), their dataset's name and the eps grid."""
+    loaded = [load_model(p, s) for p in paths]
     datasets = {m.dataset for m in loaded}
     if len(datasets) > 1:
         raise UserError("checkpoints of different datasets cannot share one table: " +
                         ", ".join(f"{p} ({m.dataset})" for p, m in zip(paths, loaded)))
     dataset_name = datasets.pop()
     eps_list = default_eps(dataset_name) if s["EPS"] == "auto" else parse_value("EPS", s["EPS"], [0.0])
+    return loaded, dataset_name, eps_list
 
-    # ---- processes: under torchrun the image blocks are shared out; rank 0 alone writes ---------
-    rank, world, device = start_processes(s["DEVICE"])
-    distributed, is_main = dist.is_initialized(), rank == 0
-    # your own class may call .view() on activations, which channels_last tensors refuse
-    s["CHANNELS_LAST"] = s["CHANNELS_LAST"] == "true" or (s["CHANNELS_LAST"] == "auto" and not s["ARCH"])
+
+def place_models(paths, loaded, test_set, s, device):
+    """The models on the device in their memory layout, each tried on a test batch (a model that
+    fails there is a one-line error before any attack)."""
     layout = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
     models = [m.model.to(device, memory_format=layout) for m in loaded]
-    test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
     probe = test_set.batch(torch.arange(2), device)[0].contiguous(memory_format=layout)
     for path, model in zip(paths, models):
         try:
@@ -573,51 +616,11 @@ def main(argv):
         except RuntimeError as err:
             raise UserError(f"{path}: the model fails on a test batch ({str(err).splitlines()[0]})"
                             + ("; try --channels_last=false" if s["CHANNELS_LAST"] else "")) from None
-    count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
-    index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))
-    n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)
+    return models
 
-    labels = [label_of(p) for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [f"{i + 1}:{lab}" for i, lab in enumerate(labels)]
-    if is_main:
-        make_dirs(cache_dir)
-    jobs = [(i, row, name, eps) for i in range(len(models))
-            for row, name, eps in [("clean", "clean", 0.0)] + [(a, a, e) for a in attacks for e in eps_list]
-            + [("pgd-large-eps", "pgd", s["LARGE_EPS"])]]
-    results, digests = {}, {}
-    bar = tqdm(jobs, desc="jobs", disable=not (is_main and sys.stderr.isatty()))
-    for i, row, name, eps in bar:
-        costly = row == "pgd-large-eps" or (name != "clean" and ATTACK_TABLE[name].costly)
-        part = index if name == "clean" else index[:n_strong] if costly else index[:count]
-        if len(part) not in digests:  # the images and labels themselves, not their indices
-            digests[len(part)] = test_set.digest(part)
-        key = job_key(loaded[i].fingerprint, name, eps, digests[len(part)], s, device)
-        path = os.path.join(cache_dir, key + ".pt")
-        start = time.time()
-        cached = read_cached(path, len(part)) if is_main and not s["FRESH"] else None
-        if distributed:
-            box = [cached]
-            dist.broadcast_object_list(box, src=0)
-            cached = box[0]
-        right = cached if cached is not None else attack_job(models[i], test_set, part, name, eps, s,
-                                                             device, rank, world)
-        if is_main and cached is None:
-            atomic_write(path, lambda f: torch.save(right, f))
-        results[(i, row, eps)] = right
-        if is_main:
-            line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {labels[i]}  {name}  eps {eps:.4g}  "
-                    f"accuracy {right.float().mean().item():.4f}  n {len(right)}  "
-                    f"{'cached' if cached is not None else f'computed in {time.time() - start:.1f} s'}")
-            append_line(base + ".log", line)
-            if not sys.stderr.isatty():
-                print(line, flush=True)
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
-    if not is_main:
-        return 0
 
+def summarise(results, labels, attacks, eps_list, n_strong, s):
+    """The table's rows (ordered), each model's sanity checks and per-sample results."""
     rows, checks, per_sample = [], {}, {}
     for i, label in enumerate(labels):
         correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
@@ -635,8 +638,43 @@ def main(argv):
     order = {a: i for i, a in enumerate(["clean"] + attacks + [f"worst-{name}" for name in SUITES]
                                         + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
-    text = write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels), s)
-    print(text)
+    return rows, checks, per_sample
+
+
+def main(argv):
+    s, paths = parse_settings(settings_of(globals()), argv, BUDGETS, preset_key="BUDGET")
+    check_settings(s, RANGES)
+    if not paths:
+        raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
+    base = os.path.splitext(s["OUT"])[0]
+    cache_dir = base + ".cache"
+    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise UserError(f"--out={s['OUT']}: {cache_dir} (its job cache) exists and is not a folder")
+    attacks = expand(s["ATTACKS"])
+    loaded, dataset_name, eps_list = load_all(paths, s)
+    # your own class may call .view() on activations, which channels_last tensors refuse
+    s["CHANNELS_LAST"] = s["CHANNELS_LAST"] == "true" or (s["CHANNELS_LAST"] == "auto" and not s["ARCH"])
+    rank, world, device = start_processes(s["DEVICE"])  # under torchrun rank 0 alone writes
+    test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
+    models = place_models(paths, loaded, test_set, s, device)
+    count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
+    index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))
+    n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)
+    labels = [label_of(p) for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i + 1}:{lab}" for i, lab in enumerate(labels)]
+    if rank == 0:
+        make_dirs(cache_dir)
+    results = run_jobs(models, test_set, plan_jobs(len(models), attacks, eps_list, s["LARGE_EPS"]), index,
+                       count, n_strong, s, device, rank, world, [m.fingerprint for m in loaded], labels,
+                       cache_dir, base + ".log")
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    rows, checks, per_sample = summarise(results, labels, attacks, eps_list, n_strong, s)
+    print(write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels), s))
     print(f"written: {s['OUT']}, {base}.md, {base}.png, {base}.log (cache: {cache_dir}/)")
     return 0
 

@@ -45,11 +45,11 @@ def test_fgsm_matches_hand_written(ckpt, model, test_set, tmp_path):
     robust = (model(x).argmax(1) == y) & (model(adv).argmax(1) == y)  # wrong clean counts as broken
     mine = robust.float().mean().item()
     assert abs(script_acc - mine) * len(test_set) <= 1.0
-    assert list(table.columns) == ["checkpoint", "attack", "eps", "accuracy", "ci_low", "ci_high", "n"]
+    assert list(table.columns) == ["checkpoint", "attack", "eps", "accuracy", "ci_low", "ci_high", "n", "budget"]
     assert set(table.attack) == {"clean", "fgsm", "worst", "pgd-large-eps"}
     assert (table[table.attack != "pgd-large-eps"].n == 360).all()
     assert (table[table.attack == "pgd-large-eps"].n == adv_testing.N_STRONG).all()  # on the strong subset
-    assert (tmp_path / "r.md").read_text().count("| fgsm | 0.1 | 360 |") == 1
+    assert (tmp_path / "r.md").read_text().count("| fgsm | 0.1 | 360 | quick |") == 1
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
@@ -393,3 +393,20 @@ def test_torchrun_two_processes_equal_one(ckpt, tmp_path, root):
     assert res.returncode == 0, res.stderr[:3000] + "\n...\n" + res.stderr[-1500:]
     assert res.stdout.count("written:") == 1  # rank 0 alone writes
     assert two.read_text() == one.read_text()  # fgsm and mim deterministic; pgd seeded per block
+
+
+def test_command_line_and_run_attacks_are_one_path(ckpt, model, test_set, tmp_path):
+    """main (with its cache) and run_attacks (tests, bench) give the same per-sample numbers on
+    the same images: one evaluation path, one subset rule."""
+    out = tmp_path / "r.csv"
+    assert adv_testing.main([ckpt, "--attacks=fgsm,square", "--eps=0.1", "--n=120", "--n_strong=50",
+                             "--square_queries=40", "--channels_last=true", f"--out={out}"]) == 0
+    table = pd.read_csv(out).set_index("attack")
+    s = dict(SETTINGS, SQUARE_QUERIES=40, CHANNELS_LAST=True)
+    index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))
+    # run_attacks' index is the cheap attacks' images: the first N of the permutation
+    correct = adv_testing.run_attacks(model.to(memory_format=torch.channels_last), test_set, index[:120],
+                                      ["fgsm", "square"], [0.1], s, "cpu", n_strong=50)
+    assert table.loc["fgsm", "accuracy"] == pytest.approx(correct[("fgsm", 0.1)].float().mean().item(), abs=1e-6)
+    assert table.loc["square", "accuracy"] == pytest.approx(correct[("square", 0.1)].float().mean().item(), abs=1e-6)
+    assert table.loc["fgsm", "n"] == 120 and table.loc["square", "n"] == 50
