@@ -1,0 +1,70 @@
+"""Behaviour kept through refactoring: a small training run and a small evaluation of it give the
+numbers recorded in tests/golden/*.csv (made by the code before the attack registry, the
+objective table and the shorter mains; regenerate with `python tests/test_golden.py` only when a
+change of behaviour is intended, and say so in the commit)."""
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import adv_testing  # noqa: E402
+import vgg_training  # noqa: E402
+
+TRAIN = ["--dataset=digits", "--warmup_epochs=1", "--epochs=1", "--lr=0.005", "--adv_train=pgd",
+         "--adv_eps=0.1", "--adv_steps=2", "--struct_lambda=10", "--alpha=0.5", "--beta=1.5",
+         "--collapse_check=64"]
+TRADES = ["--dataset=digits", "--warmup_epochs=0", "--epochs=1", "--lr=0.005", "--loss=ce",
+          "--adv_train=trades", "--adv_eps=0.1", "--adv_steps=2", "--beta=3", "--collapse_check=0"]
+ATTACK = ["--attacks=fgsm,mim,pgd,spsa,apgd-ce,apgd-t,fab-t,square", "--eps=0.05,0.15", "--n=60",
+          "--n_strong=30", "--apgd_steps=4", "--fab_steps=3", "--square_queries=40", "--large_eps=0.4"]
+LOG_NUMBERS = ["train_loss", "train_acc", "test_acc", "prob_gap", "lr", "struct_loss", "train_pgd_acc"]
+
+
+def produce(tmp):
+    """The training logs of both runs and the evaluation table of the first."""
+    frames = {}
+    for name, argv in (("train", TRAIN), ("trades", TRADES)):
+        assert vgg_training.main(argv + [f"--out_dir={tmp}/{name}"]) == 0
+        frames[name] = pd.read_csv(f"{tmp}/{name}/log.csv")[["phase", "epoch"] + LOG_NUMBERS]
+    assert adv_testing.main([f"{tmp}/train/final.pt"] + ATTACK + [f"--out={tmp}/eval.csv"]) == 0
+    frames["eval"] = pd.read_csv(f"{tmp}/eval.csv")
+    return frames
+
+
+def golden(name):
+    return os.path.join(HERE, "golden", f"{name}.csv")
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory):
+    return produce(tmp_path_factory.mktemp("golden"))
+
+
+@pytest.mark.parametrize("name", ["train", "trades"])
+def test_training_log_unchanged(produced, name):
+    want, got = pd.read_csv(golden(name)), produced[name]
+    assert list(got.phase) == list(want.phase) and list(got.epoch) == list(want.epoch)
+    for column in LOG_NUMBERS:  # float32 on a CPU: equal to a few ulps of accumulated rounding
+        pd.testing.assert_series_equal(got[column].astype(float), want[column].astype(float),
+                                       check_exact=False, rtol=1e-4, atol=1e-5, check_names=False)
+
+
+def test_evaluation_unchanged(produced):
+    want, got = pd.read_csv(golden("eval")), produced["eval"]
+    assert list(got.columns) == list(want.columns)
+    assert got[["checkpoint", "attack", "n", "budget"]].equals(want[["checkpoint", "attack", "n", "budget"]])
+    for column in ("eps", "accuracy", "ci_low", "ci_high"):
+        pd.testing.assert_series_equal(got[column], want[column], check_exact=False, atol=1e-6,
+                                       check_names=False)
+
+
+if __name__ == "__main__":  # regenerate the golden files (an intended change of behaviour)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in produce(tmp).items():
+            frame.to_csv(golden(name), index=False)
+            print("written", golden(name))
