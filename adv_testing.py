@@ -26,6 +26,8 @@ import torchattacks as ta
 from torch import nn
 from tqdm import tqdm
 
+import attacks as registry
+
 from checkpoints import (append_line, atomic_write, is_project_checkpoint, load_weights, make_dirs,
                          model_from_checkpoint, read_weights_file)
 from cli import (ANY_TEXT, BOOL, CSV_FILE, DEVICE_RULE, Rule, UserError, check_settings, each,
@@ -36,13 +38,13 @@ from metrics import mcnemar, wilson
 from models import MODEL_NAMES, build_model
 
 # ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
-ATTACKS = ["released", "autoattack"]  # attack and suite names: see ATTACK_TABLE and SUITES
+ATTACKS = ["released", "autoattack"]  # attack and suite names: ATTACKS and SUITES of attacks.py
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
 N = 1000                           # test images for the cheap attacks (0: all), a fixed random subset
 N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)
 #                                    (clean accuracy is always measured on the whole test set)
 BATCH_SIZE = 500                   # images per attack call
-STEPS = 10                         # mim / pgd / bim iterations, step size eps/STEPS (released)
+STEPS = registry.RELEASED_STEPS             # mim / pgd / bim iterations, step size eps/STEPS (released)
 BUDGET = "quick"                   # AutoAttack's budget, a row of BUDGETS: quick (torchattacks' 10
 #                                    iterations) or standard (Croce & Hein's 100: every table of record)
 # the next four are set by BUDGET (BUDGETS below); a --name=value given too wins (budget "custom")
@@ -76,7 +78,6 @@ CHANNELS_LAST = "auto"             # channels_last memory format (faster on CPU 
 # reference; torchattacks alone would target all K-1).
 BUDGETS = {"quick": dict(APGD_STEPS=10, FAB_STEPS=10, SQUARE_QUERIES=5000, SQUARE_SCHEDULE="rescaled"),
            "standard": dict(APGD_STEPS=100, FAB_STEPS=100, SQUARE_QUERIES=5000, SQUARE_SCHEDULE="reference")}
-_TARGETS = 9  # APGD-T / FAB-T target classes (the reference's standard version)
 
 
 def budget_label(s):
@@ -84,47 +85,12 @@ def budget_label(s):
     return s["BUDGET"] if all(s[k] == v for k, v in BUDGETS[s["BUDGET"]].items()) else "custom"
 
 
-# name: white-box?, iterative?, costly (runs on the N_STRONG subset)?, the settings it reads,
-# builder(model, eps, classes, s)
-Attack = namedtuple("Attack", "white iterative costly settings build")
-_APGD, _FAB = ("APGD_STEPS", "APGD_RESTARTS"), ("FAB_STEPS", "FAB_RESTARTS")
-_SQUARE = ("SQUARE_QUERIES", "SQUARE_SCHEDULE")
-ATTACK_TABLE = {
-    "fgsm": Attack(True, False, False, (), lambda m, e, k, s: ta.FGSM(m, eps=e)),
-    "mim": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.MIFGSM(m, eps=e, alpha=e / s["STEPS"],
-                                                                  steps=s["STEPS"], decay=1.0)),
-    "pgd": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.PGD(m, eps=e, alpha=e / s["STEPS"],
-                                                               steps=s["STEPS"], random_start=True)),
-    "bim": Attack(True, True, False, ("STEPS",), lambda m, e, k, s: ta.BIM(m, eps=e, alpha=e / s["STEPS"],
-                                                               steps=s["STEPS"])),
-    # CW is an L2 attack; its perturbation is clipped into the L-inf ball (see attack_job)
-    "cw": Attack(True, True, True, ("CW_STEPS",), lambda m, e, k, s: ta.CW(m, c=1, kappa=0, steps=s["CW_STEPS"], lr=0.01)),
-    "spsa": Attack(False, True, True, ("SPSA_ITERS",), lambda m, e, k, s: ta.SPSA(
-        m, eps=e, delta=0.01, lr=0.01, nb_iter=s["SPSA_ITERS"], nb_sample=128, max_batch_size=64)),
-    "square": Attack(False, True, True, _SQUARE, lambda m, e, k, s: ta.Square(
-        m, norm="Linf", eps=e, n_queries=s["SQUARE_QUERIES"], n_restarts=1, seed=s["SEED"],
-        resc_schedule=s["SQUARE_SCHEDULE"] == "rescaled")),
-    "apgd-ce": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGD(
-        m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"], loss="ce",
-        seed=s["SEED"])),
-    "apgd-t": Attack(True, True, True, _APGD, lambda m, e, k, s: ta.APGDT(  # n_classes - 1 targets
-        m, norm="Linf", eps=e, steps=s["APGD_STEPS"], n_restarts=s["APGD_RESTARTS"],
-        n_classes=min(k, _TARGETS + 1), seed=s["SEED"])),
-    "fab-t": Attack(True, True, True, _FAB, lambda m, e, k, s: ta.FAB(
-        m, norm="Linf", eps=e, steps=s["FAB_STEPS"], n_restarts=s["FAB_RESTARTS"],
-        multi_targeted=True, n_classes=min(k, _TARGETS + 1), seed=s["SEED"])),
-    # AutoAttack standard as one cascade (each attack only on what the previous ones left)
-    "autoattack-cascade": Attack(True, True, True, _APGD + _FAB + _SQUARE, lambda m, e, k, s: ta.MultiAttack(
-        [ATTACK_TABLE[a].build(m, e, k, s) for a in SUITES["autoattack"]])),
-}
-SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the released notebook's set
-          "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"]}  # Croce & Hein's standard version
 DEFAULT_EPS = {"mnist": [0.02, 0.05, 0.1, 0.2, 0.3], "32px": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
                "tiny-imagenet": [0.005, 0.01, 0.015]}
 STATUS = {True: "PASS ", False: "", None: "NOT RUN "}
 
 RANGES = {
-    "ATTACKS": each(one_of(*ATTACK_TABLE, *SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
+    "ATTACKS": each(one_of(*registry.ATTACKS, *registry.SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
     "N": interval("[0, inf)", integer=True), "N_STRONG": interval("[0, inf)", integer=True),
     "BATCH_SIZE": interval("[1, inf)", integer=True), "STEPS": interval("[1, inf)", integer=True),
     "BUDGET": one_of(*BUDGETS), "SQUARE_SCHEDULE": one_of("rescaled", "reference"),
@@ -147,7 +113,7 @@ def expand(names):
     """Attack and suite names -> attack names, each once, in the order given."""
     out = []
     for name in names:
-        out += SUITES.get(name, [name])
+        out += registry.SUITES.get(name, [name])
     return list(dict.fromkeys(out))
 
 
@@ -157,11 +123,21 @@ def default_eps(dataset):
     return DEFAULT_EPS["tiny-imagenet" if dataset == "tiny-imagenet" else "32px"]
 
 
+def knobs_of(eps, num_classes, s):
+    """The settings `s` as the registry's Knobs at one eps: the released step rule (eps / STEPS),
+    MIM's decay 1.0, the budget's iterations and queries."""
+    return registry.Knobs(
+        steps=s["STEPS"], step=registry.STEP_RULES["released"](eps, s["STEPS"]), decay=1.0,
+        classes=num_classes, seed=s["SEED"], apgd_steps=s["APGD_STEPS"], apgd_restarts=s["APGD_RESTARTS"],
+        fab_steps=s["FAB_STEPS"], fab_restarts=s["FAB_RESTARTS"], square_queries=s["SQUARE_QUERIES"],
+        square_schedule=s["SQUARE_SCHEDULE"], spsa_iters=s["SPSA_ITERS"], cw_steps=s["CW_STEPS"])
+
+
 def build_attack(name, model, eps, num_classes, s):
-    """A torchattacks attack object for one eps (the settings `s` give steps and budgets)."""
-    if name not in ATTACK_TABLE:
-        raise UserError(f"unknown attack {name!r}; attacks: {', '.join(ATTACK_TABLE)}")
-    return ATTACK_TABLE[name].build(model, eps, num_classes, s)
+    """The registry's attack `name` for one eps, with the evaluation's settings `s`."""
+    if name not in registry.ATTACKS:
+        raise UserError(f"unknown attack {name!r}; attacks: {', '.join(registry.ATTACKS)}")
+    return registry.build(name, model, eps, knobs_of(eps, num_classes, s))
 
 
 def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
@@ -186,8 +162,6 @@ def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
             x, y = x[right], y[right]
             torch.manual_seed(s["SEED"] * 1_000_003 + number)
             adv = attack(x, y)
-            if name == "cw":
-                adv = x + (adv - x).clamp(-eps, eps)
             if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
                 raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
             adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
@@ -243,7 +217,7 @@ def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
         out.append((ok, f"PGD at eps {large_eps:g} leaves {large_acc:.1%} accuracy" +
                     ("" if ok else " -- WARNING: it should reach about 0; gradients may be masked")))
 
-    iterative = [a for a in names if ATTACK_TABLE[a].iterative and ATTACK_TABLE[a].white]
+    iterative = [a for a in names if registry.ATTACKS[a].iterative and registry.ATTACKS[a].white]
     bad = []
     for e in eps_all:
         iters = {it: acc[(it, e)] for it in iterative if (it, e) in acc}
@@ -255,8 +229,8 @@ def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
                     else "WARNING single-step beats iterative (" + "; ".join(bad) + "): gradients "
                     "look masked, or the iterative attacks are too weak (raise STEPS)"))
 
-    blacks = [a for a in names if not ATTACK_TABLE[a].white]
-    whites = [a for a in names if ATTACK_TABLE[a].white]
+    blacks = [a for a in names if not registry.ATTACKS[a].white]
+    whites = [a for a in names if registry.ATTACKS[a].white]
     if blacks and whites:
         bad = []
         for e in eps_all:
@@ -499,18 +473,19 @@ def load_model(path, s):
     return Loaded(model, dataset, fingerprint + code_digest(model, extra), data_dir)
 
 
-_CACHE_VERSION = 3  # 2: images the model gets wrong are not attacked; 3: keys hold the data and code
+_CACHE_VERSION = 4  # 2: images the model gets wrong are not attacked; 3: keys hold the data and
+#                    code; 4: keys hold the knobs the attack reads (attacks.py)
 
 
-def job_key(fingerprint, name, eps, data, s, device):
+def job_key(fingerprint, name, eps, data, classes, s, device):
     """What a job's result depends on: the model (weights and code: `fingerprint`), the attack and
     the settings it reads, the test images and labels themselves (`data`: their digest, with the
     dataset's name), how they are batched, laid out and seeded, and the library versions."""
-    used = () if name == "clean" else ATTACK_TABLE[name].settings
+    knobs = {} if name == "clean" else registry.key_material(name, knobs_of(eps, classes, s))
     material = dict(model=fingerprint, attack=name, eps=repr(eps), device=device.split(":")[0],
                     version=_CACHE_VERSION, data=data, torchattacks=ta.__version__, torch=torch.__version__,
-                    budget=budget_label(s), targets=_TARGETS,
-                    **{k: s[k] for k in used + ("BATCH_SIZE", "SEED", "CHANNELS_LAST")})
+                    budget=budget_label(s), targets=registry.TARGETS, knobs=knobs,
+                    **{k: s[k] for k in ("BATCH_SIZE", "SEED", "CHANNELS_LAST")})
     return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -542,7 +517,7 @@ def images_of(job, index, count, n_strong):
     check) on its first `n_strong` images, the cheap ones on its first `count`."""
     if job.attack == "clean":
         return index
-    costly = job.row == "pgd-large-eps" or ATTACK_TABLE[job.attack].costly
+    costly = job.row == "pgd-large-eps" or registry.ATTACKS[job.attack].costly
     return index[:n_strong] if costly else index[:count]
 
 
@@ -560,7 +535,8 @@ def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, 
             digests[len(part)] = test_set.digest(part)
         path, cached, start = None, None, time.time()
         if cache_dir is not None:
-            key = job_key(fingerprints[job.model], job.attack, job.eps, digests[len(part)], s, device)
+            key = job_key(fingerprints[job.model], job.attack, job.eps, digests[len(part)], test_set.num_classes,
+                          s, device)
             path = os.path.join(cache_dir, key + ".pt")
             cached = read_cached(path, len(part)) if is_main and not s["FRESH"] else None
             if dist.is_initialized():
@@ -625,7 +601,7 @@ def summarise(results, labels, attacks, eps_list, n_strong, s):
     for i, label in enumerate(labels):
         correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
         large = results[(i, "pgd-large-eps", s["LARGE_EPS"])]
-        suite_worst = {name: worst_case(correct, eps_list, members) for name, members in SUITES.items()
+        suite_worst = {name: worst_case(correct, eps_list, members) for name, members in registry.SUITES.items()
                        if all(a in attacks for a in members)}  # each complete suite's own worst case
         correct.update(worst_case(correct, eps_list))
         common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
@@ -635,7 +611,7 @@ def summarise(results, labels, attacks, eps_list, n_strong, s):
         rows += [row_of(label, a, e, v) for (a, e), v in correct.items()]
         rows += [row_of(label, f"worst-{name}", e, v) for name, w in suite_worst.items() for (_, e), v in w.items()]
         rows.append(row_of(label, "pgd-large-eps", s["LARGE_EPS"], large))
-    order = {a: i for i, a in enumerate(["clean"] + attacks + [f"worst-{name}" for name in SUITES]
+    order = {a: i for i, a in enumerate(["clean"] + attacks + [f"worst-{name}" for name in registry.SUITES]
                                         + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
     return rows, checks, per_sample

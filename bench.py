@@ -325,7 +325,7 @@ def suite_cost(repeats, quick, ckpt):
 
     def bare():
         for name in attacks:
-            attack = adv_testing.ATTACK_TABLE[name].build(plain_model, eps, test.num_classes, s)
+            attack = adv_testing.build_attack(name, plain_model, eps, test.num_classes, s)
             for number, chunk in enumerate(index.split(s["BATCH_SIZE"])):
                 torch.manual_seed(number)
                 x, y = test.batch(chunk)

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from adv_testing import STEPS as _RELEASED_STEPS, build_attack
+import attacks
 from checkpoints import load_checkpoint, model_from_checkpoint
 from cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, UserError, check_settings, grid_or_auto,
                  interval, parse_settings, parse_value, resolve_device, run, settings_of)
@@ -44,7 +44,13 @@ RANGES = {"CE": ANY_TEXT, "PC": ANY_TEXT, "OUT_DIR": WRITABLE_DIR,
 # -------------------------------------------------------------------------------------------------
 
 RANKS = (2, 3, 4, 5)
-ATTACK_SETTINGS = {"STEPS": _RELEASED_STEPS}  # the released 10 steps of eps/10 for MIM
+
+
+def released(name, model, eps, classes):
+    """The registry's attack with the PC-LC notebook's settings (MIM: 10 steps of eps / 10, decay 1)."""
+    steps = attacks.RELEASED_STEPS
+    knobs = attacks.Knobs(steps=steps, step=attacks.STEP_RULES["released"](eps, steps), classes=classes)
+    return attacks.build(name, model, eps, knobs)
 
 
 def say(msg):
@@ -84,12 +90,12 @@ def new_attack_ranks(clean_logits, labels, adv_preds):
 
 
 def attack_predictions(model, dataset, index, attack, eps_list, device):
-    """[(eps, predictions)] of `attack` (adv_testing's attacks, released settings)."""
+    """[(eps, predictions)] of `attack` (the registry's, released settings)."""
     x, y = dataset.batch(index, device)
     out = []
     for eps in eps_list:
         torch.manual_seed(0)
-        atk = build_attack(attack, model, eps, dataset.num_classes, ATTACK_SETTINGS)
+        atk = released(attack, model, eps, dataset.num_classes)
         adv = torch.cat([atk(xb, yb) for xb, yb in zip(x.split(500), y.split(500))])
         with torch.no_grad():
             out.append((eps, model(adv).argmax(1).cpu()))
@@ -212,7 +218,7 @@ def main(argv):
     fooled_counts = {}
     for i, k in enumerate(models, 6):
         model = models[k]
-        adv = build_attack("fgsm", model, eps, test_set.num_classes, ATTACK_SETTINGS)(x, y)
+        adv = released("fgsm", model, eps, test_set.num_classes)(x, y)
         with torch.no_grad():
             ok = (model(x).argmax(1) == y) & (model(adv).argmax(1) != y)
         fooled_counts[k] = int(ok.sum())

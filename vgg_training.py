@@ -22,12 +22,12 @@ from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
-import torchattacks as ta
 from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from adversarial_baselines import mart_adversary, mart_objective, trades_adversary, trades_objective
+import attacks
+from adversarial_baselines import mart_objective, trades_objective
 from checkpoints import atomic_write, load_checkpoint, load_weights, make_dirs, save_checkpoint
 from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, RunError, UserError, check_settings, each,
                  interval, one_of, parse_settings, run, settings_of, start_processes)
@@ -61,7 +61,7 @@ AUGMENT = True                 # flip/rotate/crop of the 32/64-px sets (never th
 ADV_TRAIN = "none"             # none, fgsm, fgsm-rs, pgd, mim, trades, mart (ADV_METHODS)
 ADV_EPS = 0.1                  # L-inf radius of the training attack
 ADV_STEPS = 5                  # pgd / mim / trades / mart steps
-ADV_STEP_SIZE = 0.0            # step size; 0: the method's default (ADV_METHODS: 1.25 eps for fgsm-rs,
+ADV_STEP_SIZE = 0.0            # step size; 0: the method's rule (ADV_METHODS: 1.25 eps for fgsm-rs,
 #                                2.5 * ADV_EPS / ADV_STEPS for the iterative ones)
 ADV_DECAY = 0.9                # mim momentum decay (gradients normalised per sample)
 ALPHA = 1.0                    # weight of L(X) in the weighted objective (the papers' 1 - beta)
@@ -80,27 +80,19 @@ RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it
 OVERWRITE = False              # start afresh in an OUT_DIR that holds another run (its files are removed)
 PRESET = ""                    # set by --preset=NAME (see PRESETS)
 
-# ADV_TRAIN: how X_adv is crafted (model, eps, step, settings) -> attack(x, y), the default step
-# (eps, steps) -> step when ADV_STEP_SIZE is 0, and the objective (OBJECTIVES) that forms the loss.
+# ADV_TRAIN: the attack of the registry (attacks.py) that crafts X_adv, the step rule (STEP_RULES)
+# that sets its step when ADV_STEP_SIZE is 0, and the objective (OBJECTIVES) that forms the loss.
 # torchattacks' MIFGSM divides the gradient by its mean absolute value per sample: the released L1
 # normalisation up to a constant factor, which the sign step ignores.
-AdvMethod = namedtuple("AdvMethod", "craft step objective")
-_ITERATIVE = lambda eps, steps: 2.5 * eps / steps  # noqa: E731
+AdvMethod = namedtuple("AdvMethod", "attack step_rule objective")
 ADV_METHODS = {
     "none": AdvMethod(None, None, None),
-    "fgsm": AdvMethod(lambda m, eps, step, s: ta.FGSM(m, eps=eps), lambda eps, steps: eps, "weighted"),
-    # Wong, Rice & Kolter (2020): a uniform start in the ball, one signed step of 1.25 eps
-    "fgsm-rs": AdvMethod(lambda m, eps, step, s: ta.FFGSM(m, eps=eps, alpha=step),
-                         lambda eps, steps: 1.25 * eps, "weighted"),
-    "pgd": AdvMethod(lambda m, eps, step, s: ta.PGD(m, eps=eps, alpha=step, steps=s["ADV_STEPS"],
-                                                   random_start=True), _ITERATIVE, "weighted"),
-    "mim": AdvMethod(lambda m, eps, step, s: ta.MIFGSM(m, eps=eps, alpha=step, steps=s["ADV_STEPS"],
-                                                      decay=s["ADV_DECAY"]), _ITERATIVE, "weighted"),
-    # TRADES' and MART's own inner attacks and objectives (adversarial_baselines.py)
-    "trades": AdvMethod(lambda m, eps, step, s: lambda x, y: trades_adversary(m, x, step, eps, s["ADV_STEPS"]),
-                        _ITERATIVE, "trades"),
-    "mart": AdvMethod(lambda m, eps, step, s: lambda x, y: mart_adversary(m, x, y, step, eps, s["ADV_STEPS"]),
-                      _ITERATIVE, "mart"),
+    "fgsm": AdvMethod("fgsm", None, "weighted"),
+    "fgsm-rs": AdvMethod("fgsm-rs", "wong", "weighted"),  # a uniform start, one step of 1.25 eps
+    "pgd": AdvMethod("pgd", "madry", "weighted"),
+    "mim": AdvMethod("mim", "madry", "weighted"),
+    "trades": AdvMethod("trades", "madry", "trades"),     # TRADES' and MART's own inner attacks
+    "mart": AdvMethod("mart", "madry", "mart"),           # (adversarial_baselines.py)
 }
 # how a batch's loss is formed from the phase's loss L, the logits on X and X_adv and the labels
 OBJECTIVES = {
@@ -206,9 +198,10 @@ def pgd_accuracy(model, probe, eps, seed):
     catastrophic overfitting shows as a fall of this number (Wong, Rice & Kolter 2020). The
     training random state is left untouched."""
     x, y = probe
+    knobs = attacks.Knobs(steps=10, step=attacks.STEP_RULES["quarter"](eps, 10))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        adv = ta.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)(x, y)
+        adv = attacks.build("pgd", model, eps, knobs)(x, y)
     model.eval()
     with torch.no_grad():
         return (model(adv).argmax(1) == y).float().mean().item()
@@ -224,14 +217,17 @@ def phase_loss(name, s):
     return lambda logits, target: pc(logits, target) + s["LC_WEIGHT"] * lc(logits, target)
 
 
-def make_attack(model, s):
+def make_attack(model, num_classes, s):
     """The attack that crafts X_adv from the current model for ADV_TRAIN (always with the model in
     eval mode, back in train mode after), or None."""
     method = ADV_METHODS[s["ADV_TRAIN"]]
-    if method.craft is None:
+    if method.attack is None:
         return None
-    step = s["ADV_STEP_SIZE"] or method.step(s["ADV_EPS"], s["ADV_STEPS"])
-    return method.craft(model, s["ADV_EPS"], step, s)
+    rule = attacks.STEP_RULES[method.step_rule] if method.step_rule else None  # fgsm: one step of eps
+    step = s["ADV_STEP_SIZE"] or (rule(s["ADV_EPS"], s["ADV_STEPS"]) if rule else 0.0)
+    knobs = attacks.Knobs(steps=s["ADV_STEPS"], step=step, decay=s["ADV_DECAY"], classes=num_classes,
+                          seed=s["SEED"])
+    return attacks.build(method.attack, model, s["ADV_EPS"], knobs)
 
 
 def make_optimizer(model, s):
@@ -371,7 +367,7 @@ def main(argv):
     net = WithEmbedding(model)
     if distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device)] if on_cuda else None)
-    attack = make_attack(model, s)
+    attack = make_attack(model, num_classes, s)
     probe = collapse_probe(train_set, s, device)
     struct_loss = structure_term(s)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,

@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 import adv_testing
+import attacks
 import vgg_training
 from checkpoints import load_checkpoint, model_from_checkpoint
 from cli import run
@@ -70,10 +71,10 @@ def test_eps_zero_is_clean_and_worst_is_per_sample_minimum(model, test_set):
 
 def test_only_images_the_model_gets_right_are_attacked(model, test_set, monkeypatch):
     seen = []
-    real = adv_testing.ATTACK_TABLE["fgsm"]
+    real = attacks.ATTACKS["fgsm"]
 
-    def build(m, eps, k, s):
-        attack = real.build(m, eps, k, s)
+    def build(m, eps, knobs):
+        attack = real.build(m, eps, knobs)
 
         def spy(x, y):
             with torch.no_grad():
@@ -82,7 +83,7 @@ def test_only_images_the_model_gets_right_are_attacked(model, test_set, monkeypa
             return attack(x, y)
         return spy
 
-    monkeypatch.setitem(adv_testing.ATTACK_TABLE, "fgsm", real._replace(build=build))
+    monkeypatch.setitem(attacks.ATTACKS, "fgsm", real._replace(build=build))
     index = torch.arange(len(test_set))
     correct = adv_testing.run_attacks(model, test_set, index, ["fgsm"], [0.1], SETTINGS, "cpu")
     clean = correct[("clean", 0.0)]

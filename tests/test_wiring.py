@@ -72,13 +72,13 @@ def test_training_attacks_follow_their_rules():
     for method, step in (("fgsm", 0.1), ("fgsm-rs", 0.125), ("pgd", 0.05), ("mim", 0.05),
                          ("trades", 0.05), ("mart", 0.05)):
         s = dict(SETTINGS, ADV_TRAIN=method, ADV_EPS=0.1, ADV_STEPS=5, ADV_STEP_SIZE=0.0)
-        attack = vgg_training.make_attack(model, s)
+        attack = vgg_training.make_attack(model, 10, s)
         torch.manual_seed(0)
         x_adv = attack(x, y)
         assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1, method
         assert model.training, method
         assert getattr(attack, "alpha", step) == pytest.approx(step), method
-    rs = vgg_training.make_attack(model, dict(SETTINGS, ADV_TRAIN="fgsm-rs", ADV_EPS=0.1))
+    rs = vgg_training.make_attack(model, 10, dict(SETTINGS, ADV_TRAIN="fgsm-rs", ADV_EPS=0.1))
     torch.manual_seed(1)
     a = rs(x, y)
     torch.manual_seed(2)

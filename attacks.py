@@ -1,0 +1,99 @@
+"""The one registry of attacks: adv_testing.py evaluates with it, vgg_training.py crafts its X_adv
+with it, make_figures.py draws with it. Each entry wraps torchattacks (or the inner attacks of
+TRADES and MART, adversarial_baselines.py) and is built by `build(name, model, eps, knobs)`.
+
+The step size of the iterative attacks is never implied: Knobs.step gives it, and STEP_RULES names
+each paper's rule for choosing it from eps and the number of steps:
+    released  eps / steps        PC-LC's released notebook, its test attacks (MIM, PGD, BIM)
+    madry     2.5 * eps / steps  Madry et al. (2018); training's default for PGD, MIM, TRADES, MART
+    wong      1.25 * eps         Wong, Rice & Kolter (2020): the single step of FGSM-RS
+    quarter   eps / 4            the PGD-10 that watches single-step training for a collapse
+"""
+from collections import namedtuple
+from dataclasses import dataclass
+
+import torchattacks as ta
+
+from adversarial_baselines import mart_adversary, trades_adversary
+
+STEP_RULES = {"released": lambda eps, steps: eps / steps,
+              "madry": lambda eps, steps: 2.5 * eps / steps,
+              "wong": lambda eps, steps: 1.25 * eps,
+              "quarter": lambda eps, steps: eps / 4}
+RELEASED_STEPS = 10  # the PC-LC notebook's MIM / PGD iterations
+TARGETS = 9          # APGD-T / FAB-T target classes: the reference AutoAttack's standard version
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """What an attack reads besides the model and eps; an entry's `reads` names its fields."""
+    steps: int = RELEASED_STEPS   # iterations of mim, pgd, bim, trades, mart
+    step: float = 0.0             # their step size, and fgsm-rs's (a rule of STEP_RULES)
+    decay: float = 1.0            # MIM's momentum decay (released evaluation 1.0)
+    classes: int = 10             # classes of the task (targeted attacks take min(classes, TARGETS + 1))
+    seed: int = 0                 # seed of the attacks that take one
+    apgd_steps: int = 10
+    apgd_restarts: int = 1
+    fab_steps: int = 10
+    fab_restarts: int = 1
+    square_queries: int = 5000
+    square_schedule: str = "rescaled"  # rescaled to the queries (torchattacks) or reference (fixed)
+    spsa_iters: int = 1           # 128 samples each
+    cw_steps: int = 50
+
+
+def _within(attack, eps):
+    """An L2 attack seen as an L-inf one: its perturbation clipped into the eps ball."""
+    def run(x, y):
+        return x + (attack(x, y) - x).clamp(-eps, eps)
+    return run
+
+
+# white-box?, iterative?, costly (evaluation runs it on the N_STRONG subset)?, the Knobs fields it
+# reads, build(model, eps, knobs) -> attack(x, y) -> x_adv
+Attack = namedtuple("Attack", "white iterative costly reads build")
+_ITER, _APGD, _FAB = ("steps", "step"), ("apgd_steps", "apgd_restarts", "seed"), ("fab_steps", "fab_restarts", "seed")
+ATTACKS = {
+    "fgsm": Attack(True, False, False, (), lambda m, e, k: ta.FGSM(m, eps=e)),
+    "fgsm-rs": Attack(True, False, False, ("step",), lambda m, e, k: ta.FFGSM(m, eps=e, alpha=k.step)),
+    "mim": Attack(True, True, False, _ITER + ("decay",), lambda m, e, k: ta.MIFGSM(
+        m, eps=e, alpha=k.step, steps=k.steps, decay=k.decay)),
+    "pgd": Attack(True, True, False, _ITER, lambda m, e, k: ta.PGD(
+        m, eps=e, alpha=k.step, steps=k.steps, random_start=True)),
+    "bim": Attack(True, True, False, _ITER, lambda m, e, k: ta.BIM(m, eps=e, alpha=k.step, steps=k.steps)),
+    "trades": Attack(True, True, False, _ITER, lambda m, e, k: lambda x, y: trades_adversary(
+        m, x, k.step, e, k.steps)),
+    "mart": Attack(True, True, False, _ITER, lambda m, e, k: lambda x, y: mart_adversary(
+        m, x, y, k.step, e, k.steps)),
+    "cw": Attack(True, True, True, ("cw_steps",), lambda m, e, k: _within(
+        ta.CW(m, c=1, kappa=0, steps=k.cw_steps, lr=0.01), e)),
+    "spsa": Attack(False, True, True, ("spsa_iters",), lambda m, e, k: ta.SPSA(
+        m, eps=e, delta=0.01, lr=0.01, nb_iter=k.spsa_iters, nb_sample=128, max_batch_size=64)),
+    "square": Attack(False, True, True, ("square_queries", "square_schedule", "seed"), lambda m, e, k: ta.Square(
+        m, norm="Linf", eps=e, n_queries=k.square_queries, n_restarts=1, seed=k.seed,
+        resc_schedule=k.square_schedule == "rescaled")),
+    "apgd-ce": Attack(True, True, True, _APGD, lambda m, e, k: ta.APGD(
+        m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="ce", seed=k.seed)),
+    "apgd-t": Attack(True, True, True, _APGD + ("classes",), lambda m, e, k: ta.APGDT(
+        m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts,
+        n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
+    "fab-t": Attack(True, True, True, _FAB + ("classes",), lambda m, e, k: ta.FAB(
+        m, norm="Linf", eps=e, steps=k.fab_steps, n_restarts=k.fab_restarts, multi_targeted=True,
+        n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
+}
+SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the PC-LC notebook's set
+          "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"]}  # Croce & Hein's standard version
+# AutoAttack standard as one cascade (each attack only on what the previous ones left)
+ATTACKS["autoattack-cascade"] = Attack(
+    True, True, True, tuple(dict.fromkeys(f for a in SUITES["autoattack"] for f in ATTACKS[a].reads)),
+    lambda m, e, k: ta.MultiAttack([ATTACKS[a].build(m, e, k) for a in SUITES["autoattack"]]))
+
+
+def build(name, model, eps, knobs):
+    """attack(x, y) -> x_adv for the registry entry `name` at L-inf radius eps."""
+    return ATTACKS[name].build(model, eps, knobs)
+
+
+def key_material(name, knobs):
+    """The knobs attack `name` reads, as a dict (the part of a cache key that the attack decides)."""
+    return {field: getattr(knobs, field) for field in ATTACKS[name].reads}

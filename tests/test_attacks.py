@@ -1,0 +1,90 @@
+"""attacks.py: the one registry both scripts build their attacks from, with the step rule named."""
+import pytest
+import torch
+from torch import nn
+
+import adv_testing
+import attacks
+import make_figures
+import vgg_training
+
+TRAIN = vgg_training.settings_of(vars(vgg_training))
+EVAL = adv_testing.settings_of(vars(adv_testing))
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    x, y = torch.rand(12, 1, 8, 8), torch.randint(0, 10, (12,))
+    return model, x, y
+
+
+def test_step_rules_are_the_papers():
+    rules = attacks.STEP_RULES
+    assert rules["released"](0.3, 10) == pytest.approx(0.03)     # PC-LC notebook: eps / steps
+    assert rules["madry"](0.3, 40) == pytest.approx(0.01875)     # Madry et al.: 2.5 eps / steps
+    assert rules["wong"](0.3, 1) == pytest.approx(0.375)         # FGSM-RS: 1.25 eps
+    assert rules["quarter"](0.3, 10) == pytest.approx(0.075)
+
+
+def test_every_entry_stays_in_the_ball():
+    model, x, y = tiny()
+    knobs = attacks.Knobs(steps=2, step=0.05, classes=10, apgd_steps=2, fab_steps=2, square_queries=5,
+                          spsa_iters=1, cw_steps=2)
+    for name in attacks.ATTACKS:
+        torch.manual_seed(0)
+        adv = attacks.build(name, model, 0.1, knobs)(x, y)
+        assert adv.shape == x.shape, name
+        assert (adv - x).abs().max() <= 0.1 + 1e-5 and adv.min() >= -1e-6 and adv.max() <= 1 + 1e-6, name
+
+
+def test_key_material_holds_what_the_attack_reads():
+    base = attacks.Knobs(steps=10, step=0.01)
+    assert attacks.key_material("fgsm", base) == {}
+    assert attacks.key_material("pgd", base) == {"steps": 10, "step": 0.01}
+    assert attacks.key_material("pgd", base) == attacks.key_material("pgd", attacks.Knobs(
+        steps=10, step=0.01, fab_steps=99))  # a knob pgd does not read leaves its key alone
+    assert attacks.key_material("fab-t", base) != attacks.key_material("fab-t", attacks.Knobs(fab_steps=99))
+    for name, entry in attacks.ATTACKS.items():
+        assert set(entry.reads) <= set(attacks.Knobs.__dataclass_fields__), name
+
+
+def spy_on(monkeypatch, name):
+    seen = []
+    real = attacks.ATTACKS[name]
+
+    def build(m, eps, knobs):
+        seen.append((eps, knobs))
+        return real.build(m, eps, knobs)
+    monkeypatch.setitem(attacks.ATTACKS, name, real._replace(build=build))
+    return seen
+
+
+def test_training_evaluation_and_figures_build_from_the_registry(monkeypatch):
+    model, x, y = tiny()
+    seen = spy_on(monkeypatch, "pgd")
+    vgg_training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="pgd", ADV_EPS=0.2, ADV_STEPS=5, ADV_STEP_SIZE=0.0))
+    adv_testing.build_attack("pgd", model, 0.2, 10, dict(EVAL, STEPS=5))
+    make_figures.released("pgd", model, 0.2, 10)
+    (e1, train), (e2, test), (e3, figure) = seen
+    assert e1 == e2 == e3 == 0.2
+    assert train.step == pytest.approx(0.1) and train.steps == 5          # madry: 2.5 * 0.2 / 5
+    assert test.step == pytest.approx(0.04) and test.steps == 5           # released: 0.2 / 5
+    assert figure.step == pytest.approx(0.02) and figure.steps == 10      # the notebook's 10 steps
+    seen_mim = spy_on(monkeypatch, "mim")
+    vgg_training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="mim", ADV_DECAY=0.7))
+    adv_testing.build_attack("mim", model, 0.2, 10, EVAL)
+    assert [k.decay for _, k in seen_mim] == [0.7, 1.0]  # training's decay, the released evaluation's 1.0
+
+
+@pytest.mark.parametrize("method", ["trades", "mart"])
+def test_inner_attacks_get_the_step_and_steps(monkeypatch, method):
+    model, x, y = tiny()
+    calls = []
+    monkeypatch.setattr(attacks, f"{method}_adversary", lambda *args: calls.append(args) or x)
+    s = dict(TRAIN, ADV_TRAIN=method, ADV_EPS=0.2, ADV_STEPS=4, ADV_STEP_SIZE=0.0)
+    vgg_training.make_attack(model, 10, s)(x, y)
+    vgg_training.make_attack(model, 10, dict(s, ADV_STEP_SIZE=0.03))(x, y)
+    # trades_adversary(model, x, step, eps, steps); mart_adversary(model, x, y, step, eps, steps)
+    got = [args[-3:] for args in calls]
+    assert got[0] == pytest.approx((0.125, 0.2, 4)) and got[1] == pytest.approx((0.03, 0.2, 4))
