@@ -23,7 +23,8 @@ import time
 import torch
 from torch import nn
 
-from cli import WRITABLE_FILE, UserError, check_settings, interval, parse_settings, run, settings_of
+from cli import WRITABLE_FILE, check_settings, interval, parse_settings, settings_of
+from errors import UserError, run
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 REPEATS = 5                   # measured repetitions of every pair (after one warm-up)

@@ -1,13 +1,13 @@
 """What the scripts share on the command line: `--name=value` overrides of their UPPER_CASE
-constants, presets, and one-line errors instead of tracebacks for bad input."""
+constants, presets, and the ranges every setting is checked against before any work (a value out
+of range is a one-line UserError). Processes and devices: runtime.py; errors and exit codes: errors.py."""
 import math
 import os
 import re
-import sys
 import tempfile
 from fractions import Fraction
 
-from errors import RunError, UserError  # noqa: F401 (UserError: re-exported for the scripts)
+from errors import UserError
 
 
 def parse_value(name, text, like):
@@ -191,46 +191,3 @@ def check_settings(settings, ranges):
         if not ranges[key].ok(value):
             shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
             raise UserError(f"--{key.lower()}={shown} is out of range: allowed {ranges[key].text}")
-
-
-def resolve_device(name):
-    """DEVICE setting -> a torch device string: auto picks CUDA when present; asking for CUDA
-    without one is a UserError."""
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device={name} but no CUDA device is available")
-    return name
-
-
-def start_processes(device_name):
-    """(rank, world size, device). Under torchrun (RANK and WORLD_SIZE set) this process joins the
-    process group, NCCL on CUDA with one device per local rank, gloo on the CPU; a plain run is
-    rank 0 of 1 and joins nothing (torch.distributed.is_initialized() tells which)."""
-    import torch
-    import torch.distributed as dist
-    device = resolve_device(device_name)
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return 0, 1, device
-    if device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
-
-
-def run(main, argv=None):
-    """Call main(argv); a UserError becomes one line on stderr and exit status 2, a RunError one
-    line and exit status 1."""
-    try:
-        return main(sys.argv[1:] if argv is None else argv) or 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -7,6 +7,7 @@
 """
 import errno
 import os
+import sys
 
 
 class UserError(Exception):
@@ -41,3 +42,19 @@ def write_failure(path, err):
         first = str(err).splitlines()[0] if str(err) else ""
         reason = getattr(err, "strerror", None) or f"{type(err).__name__}: {first[:120]}"
     return RunError(f"cannot write {path}: {reason} (files written before it are intact)")
+
+
+def run(main, argv=None):
+    """Call main(argv); a UserError becomes one line on stderr and exit status 2, a RunError one
+    line and exit status 1."""
+    try:
+        return main(sys.argv[1:] if argv is None else argv) or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

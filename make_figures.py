@@ -17,10 +17,12 @@ import torch
 
 import attacks
 from checkpoints import load_checkpoint, model_from_checkpoint
-from cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, UserError, check_settings, grid_or_auto,
-                 interval, parse_settings, parse_value, resolve_device, run, settings_of)
+from cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, check_settings, grid_or_auto, interval,
+                 parse_settings, parse_value, settings_of)
 from data import MNIST_FAMILY, get_dataset
+from errors import UserError, run
 from metrics import evaluate, predict
+from runtime import resolve_device
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 CE = ""                        # checkpoint trained with cross-entropy (required)

@@ -10,8 +10,8 @@ import adv_testing
 import attacks
 import vgg_training
 from checkpoints import load_checkpoint, model_from_checkpoint
-from cli import run
 from data import get_dataset
+from errors import run
 
 SETTINGS = adv_testing.settings_of(vars(adv_testing))
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cli import UserError
 from data import ImageSet, augment, dataset_info, get_dataset, read_tiny_imagenet
+from errors import UserError
 from models import MODEL_NAMES, build_model
 
 SHAPES = [(1, 28, 10), (3, 32, 100), (3, 64, 200)]

@@ -15,9 +15,8 @@ import adv_testing
 import checkpoints
 import vgg_training
 from checkpoints import atomic_write, load_checkpoint
-from cli import RunError, run
 from data import DEBIAN_FASHION_MNIST, get_dataset
-from errors import write_failure
+from errors import RunError, run, write_failure
 
 FAST = ["--dataset=digits", "--warmup_epochs=2", "--epochs=2", "--batch_size=128", "--lr=0.003"]
 ATTACK = ["--attacks=fgsm", "--eps=0.1", "--n=60", "--n_strong=20"]

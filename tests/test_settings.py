@@ -8,7 +8,8 @@ import adv_testing
 import bench
 import make_figures
 import vgg_training
-from cli import CSV_FILE, WRITABLE_DIR, WRITABLE_FILE, run, settings_of
+from cli import CSV_FILE, WRITABLE_DIR, WRITABLE_FILE, settings_of
+from errors import run
 
 SCRIPTS = {"vgg_training": (vgg_training, "OUT_DIR", "out"), "adv_testing": (adv_testing, "OUT", "r.csv"),
            "make_figures": (make_figures, "OUT_DIR", "figs"), "bench": (bench, "OUT", "b.json")}

@@ -10,7 +10,8 @@ import torch
 import checkpoints
 import vgg_training
 from checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
-from cli import RunError, UserError, parse_settings, run
+from cli import parse_settings
+from errors import RunError, UserError, run
 
 FAST = ["--dataset=digits", "--warmup_epochs=2", "--epochs=2", "--batch_size=128", "--lr=0.003"]
 
