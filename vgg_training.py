@@ -88,7 +88,7 @@ PRESET = ""                    # set by --preset=NAME (see PRESETS)
 # normalisation up to a constant factor, which the sign step ignores.
 AdvMethod = namedtuple("AdvMethod", "attack step_rule objective")
 ADV_METHODS = {
-    "none": AdvMethod(None, None, None),
+    "none": AdvMethod(None, None, "clean"),
     "fgsm": AdvMethod("fgsm", None, "weighted"),
     "fgsm-rs": AdvMethod("fgsm-rs", "wong", "weighted"),  # a uniform start, one step of 1.25 eps
     "pgd": AdvMethod("pgd", "madry", "weighted"),
@@ -96,11 +96,37 @@ ADV_METHODS = {
     "trades": AdvMethod("trades", "madry", "trades"),     # TRADES' and MART's own inner attacks
     "mart": AdvMethod("mart", "madry", "mart"),           # (adversarial_baselines.py)
 }
-# how a batch's loss is formed from the phase's loss L, the logits on X and X_adv and the labels
+# How a batch's loss is formed (ADV_METHODS names the entry): each entry takes the network (its
+# forward gives (logits, embedding)), the batch, the attack, the phase's loss L, the structural term
+# and the settings, and returns (loss, logits on X, structural term or None).
+REPRESENTATION = {"logits": 0, "embedding": 1}  # STRUCT_ON: where L_struct compares X and X_adv
+
+
+def clean_objective(net, x, y, attack, L, struct_loss, s, autocast):
+    """L(X): no attack."""
+    with autocast:
+        logits, _ = net(x)
+        return L(logits, y), logits, None
+
+
+def adversarial_objective(combine):
+    """combine(L, z, z_adv, y, s) + STRUCT_LAMBDA * L_struct(r(X), r(X_adv), y), X_adv crafted by the
+    attack, r the logits or the embedding (STRUCT_ON)."""
+    def objective(net, x, y, attack, L, struct_loss, s, autocast):
+        x_adv = attack(x, y)
+        with autocast:
+            clean, adv = net(x), net(x_adv)
+            side = REPRESENTATION[s["STRUCT_ON"]]
+            structure = struct_loss(clean[side], adv[side], y)
+            return combine(L, clean[0], adv[0], y, s) + s["STRUCT_LAMBDA"] * structure, clean[0], structure
+    return objective
+
+
 OBJECTIVES = {
-    "weighted": lambda L, z, z_adv, y, s: s["ALPHA"] * L(z, y) + s["BETA"] * L(z_adv, y),
-    "trades": lambda L, z, z_adv, y, s: trades_objective(z, z_adv, y, beta=s["BETA"]),
-    "mart": lambda L, z, z_adv, y, s: mart_objective(z, z_adv, y, beta=s["BETA"]),
+    "clean": clean_objective,
+    "weighted": adversarial_objective(lambda L, z, z_adv, y, s: s["ALPHA"] * L(z, y) + s["BETA"] * L(z_adv, y)),
+    "trades": adversarial_objective(lambda L, z, z_adv, y, s: trades_objective(z, z_adv, y, beta=s["BETA"])),
+    "mart": adversarial_objective(lambda L, z, z_adv, y, s: mart_objective(z, z_adv, y, beta=s["BETA"])),
 }
 
 # the LR factor at batch t of a phase of `epochs` epochs of `steps` batches (stepped every batch)
@@ -260,22 +286,10 @@ class WithEmbedding(nn.Module):
 
 
 def train_step(net, batch, criterion, attack, struct_loss, s, autocast):
-    """One batch's objective: L(X) without an attack; else the ADV_TRAIN method's objective
-    (OBJECTIVES) on X and X_adv + STRUCT_LAMBDA*L_struct, the structural term on the embeddings or
-    on the logits (STRUCT_ON)."""
-    x, y = batch
-    if attack is None:
-        with autocast:
-            logits, _ = net(x)
-            return criterion(logits, y), logits, None
-    x_adv = attack(x, y)
-    with autocast:
-        (logits, emb), (logits_adv, emb_adv) = net(x), net(x_adv)
-        rep, rep_adv = (logits, logits_adv) if s["STRUCT_ON"] == "logits" else (emb, emb_adv)
-        structure = struct_loss(rep, rep_adv, y)
-        objective = OBJECTIVES[ADV_METHODS[s["ADV_TRAIN"]].objective]
-        loss = objective(criterion, logits, logits_adv, y, s) + s["STRUCT_LAMBDA"] * structure
-    return loss, logits, structure
+    """One batch's (loss, logits on X, structural term or None): the objective of OBJECTIVES that
+    ADV_METHODS names for ADV_TRAIN."""
+    objective = OBJECTIVES[ADV_METHODS[s["ADV_TRAIN"]].objective]
+    return objective(net, *batch, attack, criterion, struct_loss, s, autocast)
 
 
 def weights_digest(model):
