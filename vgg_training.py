@@ -19,6 +19,7 @@ import sys
 import time
 from collections import namedtuple
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -357,162 +358,190 @@ def all_finite(model):
     return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
+class Run(SimpleNamespace):
+    """What setup() builds for a run: settings, processes and device, data, model (and `net`, its
+    DDP-wrapped view giving (logits, embedding)), attack, losses, the phases and the run's files."""
+
+
+def setup(s):
+    """Everything a run needs before its first batch: processes and device (torchrun sets RANK and
+    WORLD_SIZE, a plain run is rank 0 of 1), the run's folder, data, model, attack and losses."""
+    rank, world, device = start_processes(s["DEVICE"])
+    is_main = rank == 0
+    prepare_out_dir(s, is_main)
+    on_cuda = device.startswith("cuda")
+    memory_format = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
+    train_set = get_dataset(s["DATASET"], train=True, root=s["DATA_DIR"])
+    test_set = get_dataset(s["DATASET"], train=False, root=s["DATA_DIR"])
+    channels, size, num_classes = dataset_info(s["DATASET"])
+    do_augment = s["AUGMENT"] and s["DATASET"] not in MNIST_FAMILY
+    torch.manual_seed(s["SEED"])
+    model = build_model(s["MODEL"], channels, size, num_classes).to(device, memory_format=memory_format)
+    net = WithEmbedding(model)
+    if dist.is_initialized():
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device)] if on_cuda else None)
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=s["SEED"], drop_last=False)
+    meta = dict(dataset=s["DATASET"], model=s["MODEL"], num_classes=num_classes,
+                in_channels=channels, image_size=size, settings=s, data_digest=train_set.digest())
+    return Run(s=s, rank=rank, world=world, device=device, is_main=is_main,
+               say=print if is_main else (lambda *a, **k: None),
+               autocast=torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext(),
+               memory_format=memory_format, train_set=train_set, test_set=test_set,
+               augment_flip=DATASETS[s["DATASET"]][3] if do_augment else None, model=model, net=net,
+               attack=make_attack(model, num_classes, s), probe=collapse_probe(train_set, s, device),
+               struct_loss=structure_term(s), sampler=sampler, meta=meta,
+               phases=[("warmup", s["WARMUP_EPOCHS"], "ce"), ("main", s["EPOCHS"], s["LOSS"])],
+               last_path=os.path.join(s["OUT_DIR"], "last.pt"), log_path=os.path.join(s["OUT_DIR"], "log.csv"))
+
+
+def resume(r):
+    """(phase index, epochs done in it, saved state, log rows) from last.pt: weights, random state
+    and log restored here, optimiser and schedule when their phase starts."""
+    state = restore(r.last_path, r.s, r.meta["data_digest"])
+    old = state["meta"]
+    load_weights(r.model, state["model"], r.last_path, old)
+    torch.set_rng_state(state["rng_cpu"])
+    if r.device.startswith("cuda") and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], r.device)
+    if r.is_main:  # the rows the state holds are written back, so none can be lost
+        write_log(r.log_path, state["log"])
+    r.say(f"resuming {r.last_path}: phase {r.phases[old['phase_index']][0]}, {old['epoch']} epochs done")
+    return old["phase_index"], old["epoch"], state, state["log"]
+
+
+def start_phase(r, n_epochs, saved):
+    """A fresh optimiser and schedule for a phase of n_epochs (stepped every batch), or those of
+    `saved` (last.pt) when the phase is resumed."""
+    optimizer = make_optimizer(r.model, r.s)
+    steps = max(1, len(r.sampler) // r.s["BATCH_SIZE"])  # batches an epoch (the last partial one is dropped)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: SCHEDULES[r.s["SCHEDULE"]](t, steps, max(n_epochs, 1), r.s))
+    if saved is not None:
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, ValueError) as err:
+            raise UserError(f"{r.last_path}: its optimiser state does not fit this run "
+                            f"({type(err).__name__}: {err})") from None
+    return optimizer, scheduler
+
+
+def train_epoch(r, where, epoch_id, criterion, optimizer, scheduler):
+    """One pass over this process's share of the training set: [loss*n, correct, n, structure*n]
+    summed over all processes, and the last batch's learning rate."""
+    r.sampler.set_epoch(epoch_id)
+    batches = torch.tensor(list(iter(r.sampler)), dtype=torch.long).split(r.s["BATCH_SIZE"])
+    if len(batches) > 1 and len(batches[-1]) < r.s["BATCH_SIZE"]:
+        batches = batches[:-1]  # equal batches (BatchNorm cannot train on one sample)
+    gen = torch.Generator().manual_seed(r.s["SEED"] * 1_000_003 + epoch_id * 101 + r.rank)
+    r.model.train()
+    sums = torch.zeros(4, dtype=torch.float64)
+    bar = tqdm(batches, desc=where, leave=False, disable=not (r.is_main and sys.stderr.isatty()))
+    for b, index in enumerate(bar):
+        x, y = r.train_set.batch(index, r.device)
+        if r.augment_flip is not None:
+            x = augment(x, gen, r.augment_flip)
+        x = x.contiguous(memory_format=r.memory_format)
+        loss, logits, structure = train_step(r.net, (x, y), criterion, r.attack, r.struct_loss, r.s, r.autocast)
+        if not (torch.isfinite(loss) & torch.isfinite(logits).all()):
+            what = f"the loss became {loss.item()}" if not torch.isfinite(loss) else "the logits became non-finite"
+            raise RunError(f"{what} in {where}, batch {b + 1}; {last_good(r.last_path)}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = optimizer.param_groups[0]["lr"]  # the rate of this batch (the log shows the last)
+        optimizer.step()
+        scheduler.step()
+        sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y),
+                              0.0 if structure is None else structure.item() * len(y)], dtype=torch.float64)
+        bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}")
+    if dist.is_initialized():  # statistics over all processes
+        dist.all_reduce(sums)
+    if not all_finite(r.model):  # the epoch's last update can overflow after a finite loss
+        raise RunError(f"the weights became non-finite in {where} (its last update); {last_good(r.last_path)}")
+    return sums, lr
+
+
+def epoch_row(r, phase, epoch, sums, lr, seconds, log_rows):
+    """The log.csv row of an epoch (test accuracy and probability gap on the whole test set, the
+    collapse probe's PGD accuracy), its printed line, and the collapse warning."""
+    test_acc, gap = evaluate(r.model, r.test_set, r.device)
+    row = dict(phase=phase, epoch=epoch, train_loss=round(sums[0].item() / sums[2].item(), 6),
+               train_acc=round(sums[1].item() / sums[2].item(), 6), test_acc=round(test_acc, 6),
+               prob_gap=round(gap, 6), lr=lr, seconds=round(seconds, 2),
+               struct_loss=float(f"{sums[3].item() / sums[2].item():.6g}") if r.attack else "",
+               train_pgd_acc="" if r.probe is None else round(pgd_accuracy(r.model, r.probe, r.s["ADV_EPS"], r.s["SEED"]), 6))
+    best = max([x["train_pgd_acc"] for x in log_rows if x.get("train_pgd_acc") not in ("", None)], default=None)
+    if r.probe is not None and best and row["train_pgd_acc"] < 0.3 * best:
+        r.say(f"WARNING PGD-10 accuracy on {len(r.probe[1])} training images fell to {100 * row['train_pgd_acc']:.1f}% "
+              f"(best {100 * best:.1f}%): catastrophic overfitting; stop, or shrink ADV_STEP_SIZE")
+    r.say(f"{phase:6s} epoch {epoch:3d}/{dict((p, n) for p, n, _ in r.phases)[phase]}  loss {row['train_loss']:.4f}  "
+          f"train {100 * row['train_acc']:5.2f}%  test {100 * test_acc:5.2f}%  gap {gap:.3f}  lr {lr:.2g}"
+          + (f"  L_s {row['struct_loss']:.4f}" if r.attack else "")
+          + (f"  pgd-train {100 * row['train_pgd_acc']:.1f}%" if r.probe is not None else "")
+          + f"  {row['seconds']:.1f}s")
+    return row
+
+
+def save_progress(r, phase_index, epoch, optimizer, scheduler, log_rows):
+    """last.pt (all a resume needs) and log.csv after an epoch; rank 0 alone writes."""
+    if not r.is_main:
+        return
+    on_cuda = r.device.startswith("cuda")
+    save_checkpoint(r.last_path, r.model, dict(r.meta, phase=r.phases[phase_index][0], phase_index=phase_index,
+                                               epoch=epoch),
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    rng_cpu=torch.get_rng_state(), rng_cuda=torch.cuda.get_rng_state(r.device) if on_cuda else None,
+                    log=log_rows)
+    write_log(r.log_path, log_rows)
+
+
+def check_ranks(r):
+    """Under torchrun: every rank must hold the same weights. Tear down in step: DDP (and the
+    communication work it holds) goes first, then every rank waits for the others before it
+    closes its connections, so no rank exits while a peer still talks to it."""
+    if not dist.is_initialized():
+        return
+    digests = [None] * r.world
+    dist.all_gather_object(digests, weights_digest(r.model))
+    r.net = None
+    dist.barrier()
+    dist.destroy_process_group()
+    if len(set(digests)) != 1:
+        raise RunError(f"ranks ended with different weights: {digests}")
+    r.say(f"all {r.world} ranks hold identical weights (sha1 {digests[0][:12]})")
+
+
 def main(argv):
     s, extra = parse_settings(settings_of(globals()), argv, PRESETS)
     if extra:
         raise UserError(f"unexpected argument {extra[0]!r}; settings are given as --name=value")
     check_settings(s, RANGES)
-
-    # ---- processes and device: torchrun sets RANK/WORLD_SIZE, a plain run is rank 0 of 1 ----
-    rank, world, device = start_processes(s["DEVICE"])
-    distributed, is_main = dist.is_initialized(), rank == 0
-    say = print if is_main else (lambda *a, **k: None)
-    prepare_out_dir(s, is_main)
-    on_cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext()
-    memory_format = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
-
-    # ---- data, model, losses --------------------------------------------------------------------
-    train_set = get_dataset(s["DATASET"], train=True, root=s["DATA_DIR"])
-    test_set = get_dataset(s["DATASET"], train=False, root=s["DATA_DIR"])
-    channels, size, num_classes = dataset_info(s["DATASET"])
-    do_augment = s["AUGMENT"] and s["DATASET"] not in MNIST_FAMILY
-    flip = DATASETS[s["DATASET"]][3]
-    torch.manual_seed(s["SEED"])
-    model = build_model(s["MODEL"], channels, size, num_classes).to(device, memory_format=memory_format)
-    net = WithEmbedding(model)
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device)] if on_cuda else None)
-    attack = make_attack(model, num_classes, s)
-    probe = collapse_probe(train_set, s, device)
-    struct_loss = structure_term(s)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=s["SEED"], drop_last=False)
-    meta = dict(dataset=s["DATASET"], model=s["MODEL"], num_classes=num_classes,
-                in_channels=channels, image_size=size, settings=s, data_digest=train_set.digest())
-    phases = [("warmup", s["WARMUP_EPOCHS"], "ce"), ("main", s["EPOCHS"], s["LOSS"])]
-    last_path = os.path.join(s["OUT_DIR"], "last.pt")
-    log_path = os.path.join(s["OUT_DIR"], "log.csv")
-
-    # ---- resume: weights, optimiser, schedule, epoch, phase and random state from last.pt -------
-    start_phase, start_epoch, resume_state, log_rows = 0, 0, None, []
-    if s["RESUME"]:
-        resume_state = restore(last_path, s, meta["data_digest"])
-        old = resume_state["meta"]
-        load_weights(model, resume_state["model"], last_path, old)
-        start_phase, start_epoch = old["phase_index"], old["epoch"]
-        log_rows = resume_state["log"]
-        torch.set_rng_state(resume_state["rng_cpu"])
-        if on_cuda and resume_state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
-        if is_main:  # the rows the state holds are written back, so none can be lost
-            write_log(log_path, log_rows)
-        say(f"resuming {last_path}: phase {phases[start_phase][0]}, {start_epoch} epochs done")
-
+    r = setup(s)
+    first_phase, first_epoch, saved, log_rows = resume(r) if s["RESUME"] else (0, 0, None, [])
     epochs_before = [0, s["WARMUP_EPOCHS"]]  # epoch ids run on across phases (shuffling seeds)
-    for phase_index in range(start_phase, len(phases)):
-        phase, n_epochs, loss_name = phases[phase_index]
+    for phase_index in range(first_phase, len(r.phases)):
+        phase, n_epochs, loss_name = r.phases[phase_index]
+        resumed = phase_index == first_phase and saved is not None
+        optimizer, scheduler = start_phase(r, n_epochs, saved if resumed else None)
         criterion = phase_loss(loss_name, s)
-        optimizer = make_optimizer(model, s)
-        steps = max(1, len(sampler) // s["BATCH_SIZE"])  # batches an epoch (the last partial one is dropped)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda t, n=n_epochs: SCHEDULES[s["SCHEDULE"]](t, steps, max(n, 1), s))
-        first = 0
-        if resume_state is not None and phase_index == start_phase:
-            try:
-                optimizer.load_state_dict(resume_state["optimizer"])
-                scheduler.load_state_dict(resume_state["scheduler"])
-            except (KeyError, ValueError) as err:
-                raise UserError(f"{last_path}: its optimiser state does not fit this run "
-                                f"({type(err).__name__}: {err})") from None
-            first = start_epoch
         if n_epochs:
-            say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
-                + (f" + {s['ADV_TRAIN']} adversarial training, {s['STRUCT']} lambda {s['STRUCT_LAMBDA']}"
-                   if attack else "") + f", {s['MODEL']} on {s['DATASET']}, {device}, {world} process(es)")
-        for epoch in range(first, n_epochs):
-            t0 = time.time()
-            epoch_id = epochs_before[phase_index] + epoch
-            sampler.set_epoch(epoch_id)
-            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-            batches = order.split(s["BATCH_SIZE"])
-            if len(batches) > 1 and len(batches[-1]) < s["BATCH_SIZE"]:
-                batches = batches[:-1]  # equal batches (BatchNorm cannot train on one sample)
-            gen = torch.Generator().manual_seed(s["SEED"] * 1_000_003 + epoch_id * 101 + rank)
-            model.train()
-            sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct, n, structure*n
-            bar = tqdm(batches, desc=f"{phase} {epoch + 1}/{n_epochs}", leave=False,
-                       disable=not (is_main and sys.stderr.isatty()))
-            for b, index in enumerate(bar):
-                x, y = train_set.batch(index, device)
-                if do_augment:
-                    x = augment(x, gen, flip)
-                x = x.contiguous(memory_format=memory_format)
-                loss, logits, structure = train_step(net, (x, y), criterion, attack, struct_loss, s, autocast)
-                if not (torch.isfinite(loss) & torch.isfinite(logits).all()):
-                    what = f"the loss became {loss.item()}" if not torch.isfinite(loss) else \
-                        "the logits became non-finite"
-                    raise RunError(f"{what} in phase {phase}, epoch {epoch + 1}, batch {b + 1}; "
-                                   f"{last_good(last_path)}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                lr = optimizer.param_groups[0]["lr"]  # the rate of this batch (the log shows the last)
-                optimizer.step()
-                scheduler.step()
-                n = len(y)
-                sums += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n,
-                                      0.0 if structure is None else structure.item() * n],
-                                     dtype=torch.float64)
-                bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}")
-            if distributed:  # statistics over all processes
-                dist.all_reduce(sums)
-            if not all_finite(model):  # the epoch's last update can overflow after a finite loss
-                raise RunError(f"the weights became non-finite in phase {phase}, epoch {epoch + 1} "
-                               f"(its last update); {last_good(last_path)}")
-            test_acc, gap = evaluate(model, test_set, device)
-            row = dict(phase=phase, epoch=epoch + 1, train_loss=round(sums[0].item() / sums[2].item(), 6),
-                       train_acc=round(sums[1].item() / sums[2].item(), 6), test_acc=round(test_acc, 6),
-                       prob_gap=round(gap, 6), lr=lr, seconds=round(time.time() - t0, 2),
-                       struct_loss=float(f"{sums[3].item() / sums[2].item():.6g}") if attack else "",
-                       train_pgd_acc="" if probe is None else round(pgd_accuracy(model, probe, s["ADV_EPS"], s["SEED"]), 6))
-            best = max([r["train_pgd_acc"] for r in log_rows if r.get("train_pgd_acc") not in ("", None)], default=None)
-            if probe is not None and best and row["train_pgd_acc"] < 0.3 * best:
-                say(f"WARNING PGD-10 accuracy on {len(probe[1])} training images fell to {100 * row['train_pgd_acc']:.1f}% "
-                    f"(best {100 * best:.1f}%): catastrophic overfitting; stop, or shrink ADV_STEP_SIZE")
-            log_rows.append(row)
-            say(f"{phase:6s} epoch {epoch + 1:3d}/{n_epochs}  loss {row['train_loss']:.4f}  "
-                f"train {100 * row['train_acc']:5.2f}%  test {100 * test_acc:5.2f}%  gap {gap:.3f}  "
-                f"lr {lr:.2g}" + (f"  L_s {row['struct_loss']:.4f}" if attack else "")
-                + (f"  pgd-train {100 * row['train_pgd_acc']:.1f}%" if probe is not None else "")
-                + f"  {row['seconds']:.1f}s")
-            if is_main:
-                save_checkpoint(last_path, model, dict(meta, phase=phase, phase_index=phase_index,
-                                                       epoch=epoch + 1),
-                                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                                rng_cpu=torch.get_rng_state(),
-                                rng_cuda=torch.cuda.get_rng_state(device) if on_cuda else None,
-                                log=log_rows)
-                write_log(log_path, log_rows)
-        if is_main:
-            name = "ce_warmup.pt" if phase == "warmup" else "final.pt"
-            save_checkpoint(os.path.join(s["OUT_DIR"], name), model,
-                            dict(meta, phase=phase, phase_index=phase_index, epoch=n_epochs))
-
-    if distributed:  # every rank must hold the same weights
-        digests = [None] * world
-        dist.all_gather_object(digests, weights_digest(model))
-        # Tear down in step: DDP (and the communication work it holds) goes first, then every
-        # rank waits for the others before it closes its connections, so no rank exits while a
-        # peer still talks to it.
-        del net
-        dist.barrier()
-        dist.destroy_process_group()
-        if len(set(digests)) != 1:
-            raise RunError(f"ranks ended with different weights: {digests}")
-        say(f"all {world} ranks hold identical weights (sha1 {digests[0][:12]})")
-    if is_main:
-        write_log(log_path, log_rows)
-    say(f"checkpoints and log.csv written to {s['OUT_DIR']}/ (ce_warmup.pt, final.pt, last.pt)")
+            r.say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
+                  + (f" + {s['ADV_TRAIN']} adversarial training, {s['STRUCT']} lambda {s['STRUCT_LAMBDA']}"
+                     if r.attack else "") + f", {s['MODEL']} on {s['DATASET']}, {r.device}, {r.world} process(es)")
+        for epoch in range(first_epoch if resumed else 0, n_epochs):
+            start = time.time()
+            sums, lr = train_epoch(r, f"phase {phase}, epoch {epoch + 1}", epochs_before[phase_index] + epoch,
+                                   criterion, optimizer, scheduler)
+            log_rows.append(epoch_row(r, phase, epoch + 1, sums, lr, time.time() - start, log_rows))
+            save_progress(r, phase_index, epoch + 1, optimizer, scheduler, log_rows)
+        if r.is_main:
+            save_checkpoint(os.path.join(s["OUT_DIR"], "ce_warmup.pt" if phase == "warmup" else "final.pt"),
+                            r.model, dict(r.meta, phase=phase, phase_index=phase_index, epoch=n_epochs))
+    check_ranks(r)
+    if r.is_main:
+        write_log(r.log_path, log_rows)
+    r.say(f"checkpoints and log.csv written to {s['OUT_DIR']}/ (ce_warmup.pt, final.pt, last.pt)")
     return 0
 
 
