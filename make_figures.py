@@ -16,7 +16,7 @@ import time
 import torch
 
 import attacks
-from checkpoints import load_checkpoint, model_from_checkpoint
+from checkpoints import atomic_write, load_checkpoint, model_from_checkpoint
 from cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, check_settings, grid_or_auto, interval,
                  parse_settings, parse_value, settings_of)
 from data import MNIST_FAMILY, get_dataset
@@ -150,14 +150,19 @@ def scatter(ax, xy, labels, marker="o", size=4, alpha=0.7):
     ax.set_yticks([])
 
 
-def main(argv):
-    s, extra = parse_settings(settings_of(globals()), argv)
-    check_settings(s, RANGES)
-    if extra or not s["CE"] or not s["PC"]:
-        raise UserError("give both checkpoints: python make_figures.py --ce=CE.pt --pc=PC.pt")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+class Steps:
+    """Numbered progress lines: step i/total, counted as they come."""
+
+    def __init__(self, total):
+        self.total, self.done = total, 0
+
+    def __call__(self, msg):
+        self.done += 1
+        say(f"step {self.done}/{self.total}: {msg}")
+
+
+def load_pair(s):
+    """(models {"CE", "PC"}, dataset name, model name, test set, device): both checkpoints of one dataset."""
     states = {"CE": load_checkpoint(s["CE"]), "PC": load_checkpoint(s["PC"])}
     metas = {k: st["meta"] for k, st in states.items()}
     if metas["CE"]["dataset"] != metas["PC"]["dataset"]:
@@ -167,66 +172,53 @@ def main(argv):
     device = resolve_device(s["DEVICE"])
     models = {k: model_from_checkpoint(st, s[k]).to(device).eval() for k, st in states.items()}
     test_set = get_dataset(dataset, False, s["DATA_DIR"] or metas["CE"]["settings"].get("DATA_DIR", "./data"))
-    prefix = os.path.join(s["OUT_DIR"], f"{dataset}-{metas['CE']['model']}")
-    title = f"{dataset} {metas['CE']['model']}"
-    os.makedirs(s["OUT_DIR"], exist_ok=True)
-    gen = torch.Generator().manual_seed(s["SEED"])
-    perm = torch.randperm(len(test_set), generator=gen)
-    steps = 7
+    return models, dataset, metas["CE"]["model"], test_set, device
 
-    # 1. motivation: where do the new successful attacks on the CE model land?
-    index = perm[:s["N_MOTIVATION"]].sort().values
-    clean_logits = predict(models["CE"], test_set, device, index=index)
+
+def motivation(model, test_set, index, dataset, s, device, step):
+    """{attack: rows}: where the new successful FGSM / MIM attacks on the CE model land, per eps."""
+    clean_logits = predict(model, test_set, device, index=index)
     labels = test_set.labels[index]
     grids = {"fgsm": grid(s["FGSM_EPS"], dataset, (0.01, 0.1), (0.003, 0.03)),
              "mim": grid(s["MIM_EPS"], dataset, (0.005, 0.05), (0.001, 0.01))}
     stats = {}
-    for i, (attack, eps_list) in enumerate(grids.items(), 1):
-        say(f"step {i}/{steps}: {attack.upper()} on the CE model at {len(eps_list)} eps, {len(index)} images")
-        preds = attack_predictions(models["CE"], test_set, index, attack, eps_list, device)
+    for attack, eps_list in grids.items():
+        step(f"{attack.upper()} on the CE model at {len(eps_list)} eps, {len(index)} images")
+        preds = attack_predictions(model, test_set, index, attack, eps_list, device)
         stats[attack] = new_attack_ranks(clean_logits, labels, preds)
-    plot_motivation(stats, title, f"{prefix}-motivation.png")
-    import pandas as pd
-    pd.concat([pd.DataFrame(rows).assign(attack=a) for a, rows in stats.items()]).to_csv(
-        f"{prefix}-motivation.csv", index=False)
+    return stats
 
-    # 2. effect: probability gaps on the whole test set, and t-SNE of the embeddings
-    say("step 3/7: probability gaps on the whole test set")
-    accs, gaps = {}, {}
-    for k, m in models.items():
-        accs[k], gaps[k] = evaluate(m, test_set, device)
-    t_index = perm[:s["N_TSNE"]].sort().values
-    x, y = test_set.batch(t_index, device)
-    clean_xy = {}
-    for i, k in enumerate(models, 4):
-        say(f"step {i}/{steps}: t-SNE of {len(t_index)} clean {k} embeddings")
-        clean_xy[k] = tsne(embeddings(models[k], x, device), s["SEED"])
+
+def plot_effect(gaps, clean_xy, y, title, path):
+    """The probability gaps as bars beside the t-SNE of each model's clean embeddings."""
+    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     bars = axes[0].bar(list(gaps), list(gaps.values()), color=["#7f7f7f", "#1f77b4"])
     for bar, value in zip(bars, gaps.values()):
         axes[0].text(bar.get_x() + bar.get_width() / 2, value, f"{value:.3f}", ha="center", va="bottom")
     axes[0].set_ylabel("mean p_y - max_{j != y} p_j")
     axes[0].set_title(f"probability gap, {title}")
-    for ax, k in zip(axes[1:], models):
-        scatter(ax, clean_xy[k], y.cpu())
+    for ax, k in zip(axes[1:], clean_xy):
+        scatter(ax, clean_xy[k], y)
         ax.set_title(f"t-SNE of the embedding, {k}")
     fig.tight_layout()
-    fig.savefig(f"{prefix}-effect.png", dpi=130)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
 
-    # 3. four-panel t-SNE: clean alone, and clean with their successful FGSM attacks
-    eps = s["TSNE_EPS"] or (0.1 if dataset in MNIST_FAMILY else 8 / 255)
+
+def plot_tsne_attacks(models, x, y, classes, clean_xy, eps, title, path, s, device, step):
+    """The paper's four panels: per model (rows CE, PC) the clean test images alone, and with
+    their successful FGSM attacks. Returns {model: successful attacks}."""
+    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, 2, figsize=(10, 9))
     fooled_counts = {}
-    for i, k in enumerate(models, 6):
-        model = models[k]
-        adv = released("fgsm", model, eps, test_set.num_classes)(x, y)
+    for row, (k, model) in enumerate(models.items()):
+        adv = released("fgsm", model, eps, classes)(x, y)
         with torch.no_grad():
             ok = (model(x).argmax(1) == y) & (model(adv).argmax(1) != y)
         fooled_counts[k] = int(ok.sum())
-        say(f"step {i}/{steps}: t-SNE of {k} clean + {fooled_counts[k]} successful FGSM attacks (eps {eps:g})")
+        step(f"t-SNE of {k} clean + {fooled_counts[k]} successful FGSM attacks (eps {eps:g})")
         both = tsne(torch.cat([embeddings(model, x, device), embeddings(model, adv[ok], device)]), s["SEED"])
-        row = 0 if k == "CE" else 1
         scatter(axes[row][0], clean_xy[k], y.cpu())
         axes[row][0].set_title(f"{k}: clean test images")
         scatter(axes[row][1], both[:len(x)], y.cpu(), size=3, alpha=0.35)
@@ -234,24 +226,63 @@ def main(argv):
         axes[row][1].set_title(f"{k}: clean (dots) + successful FGSM eps {eps:g} (crosses)")
     fig.suptitle(f"t-SNE of the penultimate layer, {title}")
     fig.tight_layout()
-    fig.savefig(f"{prefix}-tsne.png", dpi=130)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
+    return fooled_counts
 
+
+def summary(s, title, accs, gaps, stats, n_motivation, eps, n_tsne, fooled_counts):
+    """figures.md: the numbers behind the pictures."""
     lines = [f"# Figures for {title}", "",
              f"Checkpoints: CE `{s['CE']}`, PC `{s['PC']}`.", "",
              "| model | clean accuracy | mean probability gap |", "|---|---|---|"]
-    lines += [f"| {k} | {100 * accs[k]:.2f}% | {gaps[k]:.4f} |" for k in models]
-    lines += ["", f"Motivation (CE model, {len(index)} test images): new successful attacks per eps "
+    lines += [f"| {k} | {100 * accs[k]:.2f}% | {gaps[k]:.4f} |" for k in accs]
+    lines += ["", f"Motivation (CE model, {n_motivation} test images): new successful attacks per eps "
               "and the share landing on the clean prediction's k-th most probable class.", "",
               "| attack | eps | new | 2nd | 3rd | 4th | 5th | lower |", "|---|---|---|---|---|---|---|---|"]
     for attack, rows in stats.items():
         lines += [f"| {attack} | {r['eps']:g} | {r['new']} | " +
                   " | ".join(f"{100 * r[key]:.1f}%" for key in ("rank2", "rank3", "rank4", "rank5", "other"))
                   + " |" for r in rows]
-    lines += ["", f"t-SNE panels: successful FGSM (eps {eps:g}) attacks among {len(t_index)} images: " +
+    lines += ["", f"t-SNE panels: successful FGSM (eps {eps:g}) attacks among {n_tsne} images: " +
               ", ".join(f"{k} {v}" for k, v in fooled_counts.items()), ""]
-    with open(f"{prefix}-figures.md", "w") as f:
-        f.write("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main(argv):
+    s, extra = parse_settings(settings_of(globals()), argv)
+    check_settings(s, RANGES)
+    if extra or not s["CE"] or not s["PC"]:
+        raise UserError("give both checkpoints: python make_figures.py --ce=CE.pt --pc=PC.pt")
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+    models, dataset, model_name, test_set, device = load_pair(s)
+    prefix, title = os.path.join(s["OUT_DIR"], f"{dataset}-{model_name}"), f"{dataset} {model_name}"
+    os.makedirs(s["OUT_DIR"], exist_ok=True)
+    perm = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))
+    step = Steps(7)
+    index = perm[:s["N_MOTIVATION"]].sort().values  # 1. motivation: where new attacks on CE land
+    stats = motivation(models["CE"], test_set, index, dataset, s, device, step)
+    plot_motivation(stats, title, f"{prefix}-motivation.png")
+    pd.concat([pd.DataFrame(rows).assign(attack=a) for a, rows in stats.items()]).to_csv(
+        f"{prefix}-motivation.csv", index=False)
+    step("probability gaps on the whole test set")  # 2. effect: gaps and t-SNE of the embeddings
+    accs, gaps = {}, {}
+    for k, m in models.items():
+        accs[k], gaps[k] = evaluate(m, test_set, device)
+    t_index = perm[:s["N_TSNE"]].sort().values
+    x, y = test_set.batch(t_index, device)
+    clean_xy = {}
+    for k in models:
+        step(f"t-SNE of {len(t_index)} clean {k} embeddings")
+        clean_xy[k] = tsne(embeddings(models[k], x, device), s["SEED"])
+    plot_effect(gaps, clean_xy, y.cpu(), title, f"{prefix}-effect.png")
+    eps = s["TSNE_EPS"] or (0.1 if dataset in MNIST_FAMILY else 8 / 255)  # 3. the paper's four panels
+    fooled = plot_tsne_attacks(models, x, y, test_set.num_classes, clean_xy, eps, title,
+                               f"{prefix}-tsne.png", s, device, step)
+    text = summary(s, title, accs, gaps, stats, len(index), eps, len(t_index), fooled)
+    atomic_write(f"{prefix}-figures.md", lambda f: f.write(text.encode()))
     say(f"written: {prefix}-motivation.png, -effect.png, -tsne.png, -figures.md, -motivation.csv")
     return 0
 
