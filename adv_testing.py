@@ -198,64 +198,76 @@ def noise(p, n):
     return max(1.0 / n, 2 * math.sqrt(p * (1 - p) / n))
 
 
-def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
-    """The sanity checks of Carlini et al. (2019) (README: attacking checkpoints) on accuracies {(attack, eps): float}, all measured on the same n
-    images: a list of (ok, sentence), ok True (PASS), False (the sentence starts with WARNING)
-    or None (not run). Differences within two binomial standard errors count as noise.
-    suites: {"released": {eps: worst acc}, "autoattack": {eps: worst acc}} for the last check."""
-    out = []
-    names = sorted({a for a, _ in acc if a not in ("clean", "worst")})
-    eps_all = sorted({e for a, e in acc if a not in ("clean", "worst")})
-
+def _rises_with_eps(acc, n, names, eps_all):
     bad = [f"{a}: {acc[(a, e1)]:.1%} at eps {e1:.4g} -> {acc[(a, e2)]:.1%} at {e2:.4g}"
            for a in names for e1, e2 in zip(eps_all, eps_all[1:])
            if (a, e1) in acc and (a, e2) in acc and acc[(a, e2)] > acc[(a, e1)] + noise(acc[(a, e2)], n)]
-    out.append((not bad, "accuracy falls as eps grows" if not bad else
-                "WARNING accuracy rises with eps (" + "; ".join(bad) + ")"))
+    return (not bad, "accuracy falls as eps grows" if not bad else
+            "WARNING accuracy rises with eps (" + "; ".join(bad) + ")")
 
-    if large_acc is not None:
-        ok = large_acc <= 0.02
-        out.append((ok, f"PGD at eps {large_eps:g} leaves {large_acc:.1%} accuracy" +
-                    ("" if ok else " -- WARNING: it should reach about 0; gradients may be masked")))
 
+def _large_eps(large_eps, large_acc):
+    ok = large_acc <= 0.02
+    return (ok, f"PGD at eps {large_eps:g} leaves {large_acc:.1%} accuracy" +
+            ("" if ok else " -- WARNING: it should reach about 0; gradients may be masked"))
+
+
+def _single_beats_iterative(acc, n, names, eps_all):
     iterative = [a for a in names if registry.ATTACKS[a].iterative and registry.ATTACKS[a].white]
+    if "fgsm" not in names or not iterative:
+        return None
     bad = []
     for e in eps_all:
         iters = {it: acc[(it, e)] for it in iterative if (it, e) in acc}
         if iters and ("fgsm", e) in acc and min(iters.values()) > acc[("fgsm", e)] + noise(acc[("fgsm", e)], n):
             best = min(iters, key=iters.get)
             bad.append(f"best iterative {best} {iters[best]:.1%} > fgsm {acc[('fgsm', e)]:.1%} at eps {e:.4g}")
-    if "fgsm" in names and iterative:
-        out.append((not bad, "an iterative attack is at least as strong as FGSM at every eps" if not bad
-                    else "WARNING single-step beats iterative (" + "; ".join(bad) + "): gradients "
-                    "look masked, or the iterative attacks are too weak (raise STEPS)"))
+    return (not bad, "an iterative attack is at least as strong as FGSM at every eps" if not bad
+            else "WARNING single-step beats iterative (" + "; ".join(bad) + "): gradients "
+            "look masked, or the iterative attacks are too weak (raise STEPS)")
 
+
+def _black_beats_white(acc, n, names, eps_all):
     blacks = [a for a in names if not registry.ATTACKS[a].white]
     whites = [a for a in names if registry.ATTACKS[a].white]
-    if blacks and whites:
-        bad = []
-        for e in eps_all:
-            white = [acc[(w, e)] for w in whites if (w, e) in acc]
-            for bb in blacks:
-                if white and (bb, e) in acc and acc[(bb, e)] < min(white) - noise(min(white), n):
-                    bad.append(f"{bb} {acc[(bb, e)]:.1%} < best white-box {min(white):.1%} at eps {e:.4g}")
-        out.append((not bad, "black-box attacks are not stronger than white-box ones" if not bad else
-                    "WARNING black-box beats white-box (" + "; ".join(bad) + "): gradients look "
-                    "masked; white-box figures overstate robustness (or the white-box attacks are "
-                    "too weak here: raise STEPS)"))
-    else:
-        out.append((None, "black-box check: add square or spsa to ATTACKS to test for gradient masking"))
+    if not (blacks and whites):
+        return (None, "black-box check: add square or spsa to ATTACKS to test for gradient masking")
+    bad = []
+    for e in eps_all:
+        white = [acc[(w, e)] for w in whites if (w, e) in acc]
+        for bb in blacks:
+            if white and (bb, e) in acc and acc[(bb, e)] < min(white) - noise(min(white), n):
+                bad.append(f"{bb} {acc[(bb, e)]:.1%} < best white-box {min(white):.1%} at eps {e:.4g}")
+    return (not bad, "black-box attacks are not stronger than white-box ones" if not bad else
+            "WARNING black-box beats white-box (" + "; ".join(bad) + "): gradients look "
+            "masked; white-box figures overstate robustness (or the white-box attacks are "
+            "too weak here: raise STEPS)")
 
-    if suites and all(k in suites for k in ("released", "autoattack")):
-        rel, aa = suites["released"], suites["autoattack"]
-        bad = [f"WARNING the released attacks overstate robustness by {100 * (rel[e] - aa[e]):.1f} "
-               f"points at eps {e:.4g} ({rel[e]:.1%} against AutoAttack's {aa[e]:.1%})"
-               for e in sorted(rel) if rel[e] - aa[e] > noise(aa[e], n) + 1e-9]
-        out.append((not bad, "the released attacks are not weaker than AutoAttack" if not bad
-                    else "; ".join(bad)))
-    else:
-        out.append((None, "released-vs-AutoAttack check: run both suites (--attacks=released,autoattack)"))
-    return out
+
+def _released_overstates(suites, n):
+    if not (suites and all(k in suites for k in ("released", "autoattack"))):
+        return (None, "released-vs-AutoAttack check: run both suites (--attacks=released,autoattack)")
+    rel, aa = suites["released"], suites["autoattack"]
+    bad = [f"WARNING the released attacks overstate robustness by {100 * (rel[e] - aa[e]):.1f} "
+           f"points at eps {e:.4g} ({rel[e]:.1%} against AutoAttack's {aa[e]:.1%})"
+           for e in sorted(rel) if rel[e] - aa[e] > noise(aa[e], n) + 1e-9]
+    return (not bad, "the released attacks are not weaker than AutoAttack" if not bad else "; ".join(bad))
+
+
+def sanity_checks(acc, n, large_eps=None, large_acc=None, suites=None):
+    """The sanity checks of Carlini et al. (2019) (README: attacking checkpoints) on accuracies
+    {(attack, eps): float}, all measured on the same n images: a list of (ok, sentence), ok True
+    (PASS), False (the sentence starts with WARNING) or None (not run). Differences within two
+    binomial standard errors count as noise.
+    suites: {"released": {eps: worst acc}, "autoattack": {eps: worst acc}} for the last check."""
+    names = sorted({a for a, _ in acc if a not in ("clean", "worst")})
+    eps_all = sorted({e for a, e in acc if a not in ("clean", "worst")})
+    checks = [_rises_with_eps(acc, n, names, eps_all),
+              _large_eps(large_eps, large_acc) if large_acc is not None else None,
+              _single_beats_iterative(acc, n, names, eps_all),
+              _black_beats_white(acc, n, names, eps_all),
+              _released_overstates(suites, n)]
+    return [c for c in checks if c is not None]
 
 
 def label_of(path):
@@ -302,14 +314,9 @@ def budget_note(s):
             f"by a few points. Tables of record use `--budget=standard` (the reference's 100 iterations).**\n\n")
 
 
-def write_outputs(rows, labels, checks, out, extra, s):
-    """CSV (long form, a `budget` column on every row), Markdown table opening with the budget, and
-    PNG plot, each written to a temporary name first."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    frame = pd.DataFrame(rows, columns=_COLUMNS).assign(budget=budget_label(s))
+def markdown(frame, labels, checks, extra, s):
+    """The table (one column per checkpoint, 95 % intervals), opening with the budget, then each
+    checkpoint's sanity checks and `extra` (the comparisons)."""
     cell = frame.assign(text=[f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
                               for a, lo, hi in zip(frame.accuracy, frame.ci_low, frame.ci_high)])
     wide = cell.pivot_table(index=["attack", "eps", "n", "budget"], columns="checkpoint", values="text",
@@ -320,13 +327,16 @@ def write_outputs(rows, labels, checks, out, extra, s):
         eps_text = "-" if attack == "clean" else f"{eps:.4g}"
         name = f"**{attack}**" if attack == "worst" else attack
         lines.append(f"| {name} | {eps_text} | {n} | {budget} | " + " | ".join(values) + " |")
-    text = (budget_note(s) + "Robust accuracy (%) with 95 % Wilson intervals; n: test images the row was measured on. "
+    return (budget_note(s) + "Robust accuracy (%) with 95 % Wilson intervals; n: test images the row was measured on. "
             "`worst`: a sample counts only if it survives every attack at that eps (on the images "
             "every attack ran on); `worst-released`, `worst-autoattack`: the same over one suite.\n\n" + "\n".join(lines) + "\n\nSanity checks (on the images every "
             "attack ran on):\n\n" + "\n".join(f"- {label}: {STATUS[ok]}{msg}"
                                                for label in labels for ok, msg in checks[label]) + "\n" + extra)
-    base = os.path.splitext(out)[0]
-    make_dirs(os.path.dirname(os.path.abspath(out)))
+
+
+def plot(frame, labels):
+    """One panel per attack (and worst case): accuracy against eps, clean at eps 0, intervals as bands."""
+    import matplotlib.pyplot as plt
     attacks = [a for a in dict.fromkeys(frame["attack"]) if a not in ("clean", "pgd-large-eps")]
     cols = min(len(attacks), 5)
     rows_n = math.ceil(len(attacks) / cols)
@@ -351,6 +361,21 @@ def write_outputs(rows, labels, checks, out, extra, s):
         ax.set_ylabel("accuracy (%)")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def write_outputs(rows, labels, checks, out, extra, s):
+    """CSV (long form, a `budget` column on every row), Markdown table opening with the budget, and
+    PNG plot, each written to a temporary name first. Returns the Markdown."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    frame = pd.DataFrame(rows, columns=_COLUMNS).assign(budget=budget_label(s))
+    text = markdown(frame, labels, checks, extra, s)
+    base = os.path.splitext(out)[0]
+    make_dirs(os.path.dirname(os.path.abspath(out)))
+    fig = plot(frame, labels)
     atomic_write(out, lambda f: f.write(frame.to_csv(index=False).encode()))
     atomic_write(base + ".md", lambda f: f.write(text.encode()))
     atomic_write(base + ".png", lambda f: fig.savefig(f, dpi=130, format="png"))
