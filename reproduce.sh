@@ -5,7 +5,7 @@
 #   2. attack every checkpoint with adv_testing.py's defaults (the released attacks and
 #      AutoAttack's four, each its own row; worst case; intervals; checks): clean accuracy on all
 #      10,000 test images, FGSM/MIM/PGD on 1,000, the costly attacks (SPSA, AutoAttack's) on 200;
-#   3. draw the figures into Figures/ and write RESULTS.md.
+#   3. draw the figures into Figures/ and write RESULTS.md (report.py).
 # Runs that already have final.pt are not trained again (delete runs/repro to start over).
 # REPRO_OUT=DIR writes everything (runs/, results/, Figures/, RESULTS.md) under DIR instead of here.
 set -euo pipefail
@@ -37,33 +37,5 @@ cp $RES/robustness.png $FIG/fashion-mnist-lenet5-robustness.png
 $PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=$FIG
 END=$(date +%s)
 
-$PY - "$RUNS" "$RES" "$((TRAINED - START))" "$((END - START))" "$OUT" <<'PYEOF'
-import sys, pandas as pd
-runs, res, trained, total, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-rows = []
-for name in ("ce", "pclc", "adv", "adv-struct"):
-    log = pd.read_csv(f"{runs}/{name}/log.csv")
-    last = log.iloc[-1]
-    rows.append(f"| {name} | {len(log)} | {100 * last.test_acc:.2f}% | {last.prob_gap:.4f} | {log.seconds.sum():.0f} s |")
-text = ["# Results: LeNet-5 on Fashion-MNIST", "",
-        "Made by `bash reproduce.sh` on a 2-core CPU. Its last invocation took "
-        f"{total / 60:.1f} min, of which {trained / 60:.1f} min training (runs that had final.pt were not trained again, "
-        "and finished attacks came from the job cache); training all four runs takes "
-        f"{sum(pd.read_csv(f'{runs}/{n}/log.csv').seconds.sum() for n in ('ce', 'pclc', 'adv', 'adv-struct')) / 60:.1f} min "
-        "(the sum of their epoch times in log.csv).", "",
-        "## Training (last epoch, whole test set)", "",
-        "| run | epochs | test accuracy | mean probability gap | training time |", "|---|---|---|---|---|", *rows, "",
-        "## Robustness (`adv_testing.py`)", "", open(f"{res}/robustness.md").read(), "",
-        "![robustness](Figures/fashion-mnist-lenet5-robustness.png)", "",
-        open(f"{out}/Figures/fashion-mnist-lenet5-figures.md").read().replace("# Figures", "## Figures"), "",
-        "![motivation](Figures/fashion-mnist-lenet5-motivation.png)", "",
-        "![effect](Figures/fashion-mnist-lenet5-effect.png)", "",
-        "![t-SNE](Figures/fashion-mnist-lenet5-tsne.png)", ""]
-import os, re
-results = f"{out}/RESULTS.md"
-old = open(results).read() if os.path.exists(results) else ""
-study = re.search(r"\n<!-- study -->.*<!-- /study -->\n", old, flags=re.S)  # study.sh's section stays
-open(results, "w").write("\n".join(text) + (study.group(0) if study else ""))
-print(f"written: {results}")
-PYEOF
+$PY report.py reproduce "$RUNS" "$RES" "$OUT" "$((TRAINED - START))" "$((END - START))"
 echo "reproduction finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

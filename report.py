@@ -1,0 +1,190 @@
+"""RESULTS.md's sections, written from the files the runs left (reproduce.sh and study.sh call it):
+
+    python report.py reproduce RUNS RES OUT TRAINED_S TOTAL_S   # the reproduction's section
+    python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
+    python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
+
+RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md);
+the study's section sits between <!-- study --> markers, so either section is rewritten alone.
+"""
+import os
+import re
+import sys
+
+from checkpoints import atomic_write
+from errors import UserError, run
+
+REPRO_RUNS = ("ce", "pclc", "adv", "adv-struct")
+LAMBDAS = (0, 10, 50, 100, 300, 500, 1000)
+STUDY_EPS = (0.03, 0.06)
+_STUDY = re.compile(r"\n<!-- study -->.*<!-- /study -->\n", flags=re.S)
+
+
+def read_log(runs, name):
+    import pandas as pd
+    path = os.path.join(runs, name, "log.csv")
+    if not os.path.exists(path):
+        raise UserError(f"{path} is missing: train the run first")
+    return pd.read_csv(path)
+
+
+def read_text(path):
+    if not os.path.exists(path):
+        raise UserError(f"{path} is missing: run the step that writes it first")
+    with open(path) as f:
+        return f.read()
+
+
+def write_results(path, head, study):
+    """RESULTS.md = the reproduction's section `head` (None: keep the file's) + the study section
+    (None: keep the file's)."""
+    old = read_text(path) if os.path.exists(path) else ""
+    kept = _STUDY.search(old)
+    if head is None:
+        head = _STUDY.sub("\n", old).rstrip("\n") if old else "# Results"
+    if study is None:
+        text = head + (kept.group(0) if kept else "")
+    else:
+        text = head.rstrip("\n") + "\n\n<!-- study -->\n" + study + "\n<!-- /study -->\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def reproduce_section(runs, res, out, trained_s, total_s):
+    """The reproduction's part of RESULTS.md: training (last epoch of each run), the robustness
+    table and the figures."""
+    logs = {name: read_log(runs, name) for name in REPRO_RUNS}
+    rows = [f"| {name} | {len(log)} | {100 * log.iloc[-1].test_acc:.2f}% | {log.iloc[-1].prob_gap:.4f} | "
+            f"{log.seconds.sum():.0f} s |" for name, log in logs.items()]
+    training_min = sum(log.seconds.sum() for log in logs.values()) / 60
+    figures = read_text(os.path.join(out, "Figures", "fashion-mnist-lenet5-figures.md"))
+    return "\n".join([
+        "# Results: LeNet-5 on Fashion-MNIST", "",
+        "Made by `bash reproduce.sh` on a 2-core CPU. Its last invocation took "
+        f"{total_s / 60:.1f} min, of which {trained_s / 60:.1f} min training (runs that had final.pt were not "
+        "trained again, and finished attacks came from the job cache); training all four runs takes "
+        f"{training_min:.1f} min (the sum of their epoch times in log.csv).", "",
+        "## Training (last epoch, whole test set)", "",
+        "| run | epochs | test accuracy | mean probability gap | training time |", "|---|---|---|---|---|", *rows, "",
+        "## Robustness (`adv_testing.py`)", "", read_text(os.path.join(res, "robustness.md")), "",
+        "![robustness](Figures/fashion-mnist-lenet5-robustness.png)", "",
+        figures.replace("# Figures", "## Figures"), "",
+        "![motivation](Figures/fashion-mnist-lenet5-motivation.png)", "",
+        "![effect](Figures/fashion-mnist-lenet5-effect.png)", "",
+        "![t-SNE](Figures/fashion-mnist-lenet5-tsne.png)", ""])
+
+
+def study_table(csv):
+    """The study's attack table with `run` (lambda-N, rcc) and `seed` columns."""
+    import pandas as pd
+    t = pd.read_csv(csv)
+    t["run"] = t.checkpoint.str.replace(r"-seed-\d+/final$", "", regex=True)
+    t["seed"] = t.checkpoint.str.extract(r"-seed-(\d+)/")[0].astype(int)
+    return t
+
+
+def best_lambda(csv):
+    """The lambda > 0 with the highest worst case at the training eps (0.03), seed 0."""
+    t = study_table(csv)
+    w = t[(t.attack == "worst") & (t.eps == STUDY_EPS[0]) & (t.seed == 0) & (t.run != "lambda-0")
+          & t.run.str.startswith("lambda")]
+    if w.empty:
+        raise UserError(f"{csv} holds no worst case at eps {STUDY_EPS[0]} of a run with lambda > 0")
+    return w.loc[w.accuracy.idxmax(), "run"].split("-")[1]
+
+
+def study_rows(t, clean_full):
+    """Table rows and figure points per run: seed 0's interval, or mean +- sd over seeds."""
+    rows, points = [], {eps: [] for eps in STUDY_EPS}
+    for run_name in [f"lambda-{lam}" for lam in LAMBDAS] + ["rcc"]:
+        part = t[t.run == run_name]
+        if part.empty:
+            continue
+        seeds = sorted(part.seed.unique())
+        cells = []
+        for eps in STUDY_EPS:
+            worst = part[(part.attack == "worst") & (part.eps == eps)]
+            values = 100 * worst.accuracy
+            mean, sd = values.mean(), (values.std(ddof=1) if len(values) > 1 else 0.0)
+            one = worst.iloc[0]
+            spread = f" [{100 * one.ci_low:.1f}, {100 * one.ci_high:.1f}]" if len(seeds) == 1 else f" ± {sd:.1f} (sd)"
+            cells.append(f"{mean:.1f}{spread}")
+            points[eps].append((run_name, mean, sd))
+        clean = [100 * clean_full[f"{run_name}-seed-{seed}"] for seed in seeds]
+        label = (run_name.replace("lambda-", "SSC lambda ") if run_name.startswith("lambda")
+                 else "RCC lambda 15 (features)")
+        if run_name == "lambda-0":
+            label = "lambda 0 (plain FGSM adversarial training)"
+        rows.append(f"| {label} | {len(seeds)} | {sum(clean) / len(clean):.2f} | {cells[0]} | {cells[1]} |")
+    return rows, points
+
+
+def plot_study(points, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), sharey=True)
+    for ax, eps in zip(axes, STUDY_EPS):
+        data = points[eps]
+        xs = range(len(data))
+        ax.errorbar(xs, [m for _, m, _ in data], yerr=[sd for _, _, sd in data], fmt="o", capsize=4)
+        ax.set_xticks(list(xs), [r.replace("lambda-", "") if r.startswith("lambda") else "RCC" for r, _, _ in data])
+        ax.set_title(f"worst case over the default suite, eps {eps}")
+        ax.set_xlabel("lambda (SSC), or RCC")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("robust accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def study_section(runs, res, best, total_s, figure):
+    """The lambda study's section (table, figure, the full attack table) and its table lines."""
+    t = study_table(os.path.join(res, "robustness.csv"))
+    clean_full = {name: read_log(runs, name).test_acc.iloc[-1] for name in sorted(os.listdir(runs))}
+    rows, points = study_rows(t, clean_full)
+    plot_study(points, figure)
+    table = ["| run | seeds | clean accuracy (%, 10,000 images) | worst eps 0.03 (%) | worst eps 0.06 (%) |",
+             "|---|---|---|---|---|", *rows]
+    text = ["## The lambda study (`bash study.sh`)", "",
+            f"Made by `bash study.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was already "
+            f"trained and attacked). Best lambda > 0 by the worst case at eps 0.03 (seed 0): {best}. Worst: a "
+            "sample counts only if it survives every attack of adv_testing.py's default suite (FGSM, MIM, "
+            "PGD-10, SPSA, APGD-CE, APGD-T, FAB-T, Square-5000) on the same 200 test images; one seed: 95 % "
+            "Wilson interval; three seeds: mean ± standard deviation over seeds.", "", *table, "",
+            f"![lambda study]({figure})", "",
+            "The attack table behind it (every attack, every run):", "",
+            read_text(os.path.join(res, "robustness.md"))]
+    return "\n".join(text), table
+
+
+def main(argv):
+    usage = ("usage: python report.py reproduce RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
+             "study RUNS RES BEST TOTAL_S")
+    counts = {"reproduce": 5, "best-lambda": 1, "study": 4}
+    if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
+        raise UserError(usage)
+    command, args = argv[0], argv[1:]
+    if command == "best-lambda":
+        print(best_lambda(args[0]))
+        return 0
+    try:
+        seconds = [float(a) for a in args[-2 if command == "reproduce" else -1:]]
+    except ValueError:
+        raise UserError(usage) from None
+    if command == "reproduce":
+        runs, res, out = args[:3]
+        head = reproduce_section(runs, res, out, *seconds)
+        write_results(os.path.join(out, "RESULTS.md"), head, None)
+        print(f"written: {os.path.join(out, 'RESULTS.md')}")
+        return 0
+    runs, res, best = args[:3]
+    text, table = study_section(runs, res, best, seconds[0], "Figures/fashion-mnist-ssc-lambda-study.png")
+    atomic_write(os.path.join(res, "study.md"), lambda f: f.write(text.encode()))
+    write_results("RESULTS.md", None, text)
+    print("\n".join(table))
+    print(f"written: {res}/study.md, Figures/fashion-mnist-ssc-lambda-study.png, RESULTS.md (study section)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

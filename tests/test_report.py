@@ -1,0 +1,94 @@
+"""report.py: RESULTS.md's sections from the runs' files, on small hand-made inputs."""
+import os
+
+import pandas as pd
+import pytest
+
+import report
+from errors import run
+
+
+def log(path, test_acc, gap, seconds, epochs=2):
+    os.makedirs(path, exist_ok=True)
+    pd.DataFrame({"phase": ["main"] * epochs, "epoch": range(1, epochs + 1), "test_acc": [0.1] * (epochs - 1) + [test_acc],
+                  "prob_gap": [0.0] * (epochs - 1) + [gap], "seconds": [seconds] * epochs}).to_csv(
+        os.path.join(path, "log.csv"), index=False)
+
+
+def worst_rows(checkpoint, acc03, acc06):
+    return [dict(checkpoint=checkpoint, attack="worst", eps=eps, accuracy=acc, ci_low=acc - 0.05,
+                 ci_high=acc + 0.05, n=200, budget="standard") for eps, acc in ((0.03, acc03), (0.06, acc06))]
+
+
+@pytest.fixture
+def study(tmp_path):
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    res.mkdir()
+    rows = []
+    table = {"lambda-0": [(0.50, 0.20), (0.54, 0.22), (0.52, 0.18)], "lambda-10": [(0.61, 0.30)],
+             "lambda-300": [(0.58, 0.35), (0.60, 0.33), (0.62, 0.31)], "rcc": [(0.70, 0.40)]}
+    for name, seeds in table.items():
+        for seed, (a, b) in enumerate(seeds):
+            log(runs / f"{name}-seed-{seed}", 0.8 + seed / 100, 0.5, 10.0)
+            rows += worst_rows(f"{name}-seed-{seed}/final", a, b)
+    pd.DataFrame(rows).to_csv(res / "robustness.csv", index=False)
+    (res / "robustness.md").write_text("THE ATTACK TABLE\n")
+    return runs, res
+
+
+def test_best_lambda_ignores_lambda_0_and_rcc(study):
+    runs, res = study
+    assert report.best_lambda(res / "robustness.csv") == "10"  # 61 % at 0.03; rcc's 70 % does not count
+    frame = pd.read_csv(res / "robustness.csv")
+    frame = frame[~frame.checkpoint.str.startswith("lambda-10-")]
+    frame.to_csv(res / "other.csv", index=False)
+    assert report.best_lambda(res / "other.csv") == "300"  # seed 0 alone decides: 58 %
+
+
+def test_study_rows_interval_or_spread(study):
+    runs, res = study
+    t = report.study_table(res / "robustness.csv")
+    clean = {name: report.read_log(runs, name).test_acc.iloc[-1] for name in os.listdir(runs)}
+    rows, points = report.study_rows(t, clean)
+    assert rows[0] == "| lambda 0 (plain FGSM adversarial training) | 3 | 81.00 | 52.0 ± 2.0 (sd) | 20.0 ± 2.0 (sd) |"
+    assert rows[1] == "| SSC lambda 10 | 1 | 80.00 | 61.0 [56.0, 66.0] | 30.0 [25.0, 35.0] |"
+    assert rows[2].startswith("| SSC lambda 300 | 3 | 81.00 | 60.0 ± 2.0 (sd) | 33.0 ± 2.0 (sd) |")
+    assert rows[3].startswith("| RCC lambda 15 (features) | 1 |")
+    assert [r for r, _, _ in points[0.06]] == ["lambda-0", "lambda-10", "lambda-300", "rcc"]
+    assert points[0.06][2][1:] == pytest.approx((33.0, 2.0))
+
+
+def test_sections_replace_only_their_own_part(study, tmp_path, monkeypatch):
+    runs, res = study
+    out = tmp_path / "out"
+    for name, acc in zip(report.REPRO_RUNS, (0.91, 0.9, 0.8, 0.79)):
+        log(tmp_path / "repro" / name, acc, 0.6, 30.0, epochs=3)
+    (out / "Figures").mkdir(parents=True)
+    (out / "Figures" / "fashion-mnist-lenet5-figures.md").write_text("# Figures for x\n")
+    repro_res = tmp_path / "repro-res"
+    repro_res.mkdir()
+    (repro_res / "robustness.md").write_text("REPRO TABLE\n")
+    (out / "RESULTS.md").write_text("# old head\n\n<!-- study -->\nOLD STUDY\n<!-- /study -->\n")
+    assert report.main(["reproduce", str(tmp_path / "repro"), str(repro_res), str(out), "120", "300"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "old head" not in text and text.endswith("<!-- study -->\nOLD STUDY\n<!-- /study -->\n")
+    assert "| ce | 3 | 91.00% | 0.6000 | 90 s |" in text and "| adv-struct | 3 | 79.00% |" in text
+    assert "took 5.0 min, of which 2.0 min training" in text and "takes 6.0 min" in text
+    assert "REPRO TABLE" in text and "## Figures for x" in text
+    monkeypatch.chdir(out)
+    assert report.main(["study", str(runs), str(res), "10", "60"]) == 0
+    after = (out / "RESULTS.md").read_text()
+    assert after.startswith(text.split("\n\n<!-- study -->")[0])  # the reproduction's part unchanged
+    assert "OLD STUDY" not in after and "Best lambda > 0 by the worst case at eps 0.03 (seed 0): 10" in after
+    assert after.count("<!-- study -->") == 1 and "THE ATTACK TABLE" in after
+    assert (res / "study.md").read_text() in after
+    assert (out / "Figures" / "fashion-mnist-ssc-lambda-study.png").stat().st_size > 0
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert run(report.main, ["study"]) == 2
+    assert run(report.main, ["reproduce", str(tmp_path), str(tmp_path), str(tmp_path), "x", "1"]) == 2
+    assert run(report.main, ["reproduce", str(tmp_path), str(tmp_path), str(tmp_path), "1", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "log.csv is missing" in err[-1]
