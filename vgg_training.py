@@ -123,12 +123,23 @@ def adversarial_objective(combine):
     return objective
 
 
-OBJECTIVES = {
-    "clean": clean_objective,
-    "weighted": adversarial_objective(lambda L, z, z_adv, y, s: s["ALPHA"] * L(z, y) + s["BETA"] * L(z_adv, y)),
-    "trades": adversarial_objective(lambda L, z, z_adv, y, s: trades_objective(z, z_adv, y, beta=s["BETA"])),
-    "mart": adversarial_objective(lambda L, z, z_adv, y, s: mart_objective(z, z_adv, y, beta=s["BETA"])),
-}
+def weighted(L, z, z_adv, y, s):
+    """ALPHA * L(X) + BETA * L(X_adv): the papers' (1 - beta) CE(X) + beta CE(X_adv), with L the phase's loss."""
+    return s["ALPHA"] * L(z, y) + s["BETA"] * L(z_adv, y)
+
+
+def trades(L, z, z_adv, y, s):
+    """TRADES: CE(X) + BETA * KL(p(X) || p(X_adv)) (adversarial_baselines.py)."""
+    return trades_objective(z, z_adv, y, beta=s["BETA"])
+
+
+def mart(L, z, z_adv, y, s):
+    """MART: boosted CE on X_adv + BETA * the misclassification-weighted KL (adversarial_baselines.py)."""
+    return mart_objective(z, z_adv, y, beta=s["BETA"])
+
+
+OBJECTIVES = {"clean": clean_objective, "weighted": adversarial_objective(weighted),
+              "trades": adversarial_objective(trades), "mart": adversarial_objective(mart)}
 
 # the LR factor at batch t of a phase of `epochs` epochs of `steps` batches (stepped every batch)
 SCHEDULES = {
