@@ -8,20 +8,11 @@ from torch.nn import functional as F
 
 import adv_testing
 import attacks
-import vgg_training
 from checkpoints import load_checkpoint, model_from_checkpoint
 from data import get_dataset
 from errors import run
 
 SETTINGS = adv_testing.settings_of(vars(adv_testing))
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lenet")
-    assert vgg_training.main(["--dataset=digits", "--warmup_epochs=3", "--epochs=0", "--lr=0.005",
-                              f"--out_dir={out}"]) == 0
-    return str(out / "final.pt")
 
 
 @pytest.fixture(scope="module")

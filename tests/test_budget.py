@@ -1,7 +1,6 @@
 """AutoAttack's two budgets in adv_testing.py: quick (torchattacks' 10 iterations) and standard
 (Croce & Hein's reference: 100 iterations, 9 targets, Square on its fixed schedule)."""
 import pandas as pd
-import pytest
 import torch
 
 import adv_testing
@@ -47,14 +46,6 @@ def test_attacks_are_built_with_the_budget():
     square = adv_testing.build_attack("square", model, 0.1, 10, s)
     assert [square.p_selection(i) for i in (10, 11, 50, 51, 4000, 4001)] == \
         [0.8, 0.4, 0.4, 0.2, 0.8 / 64, 0.8 / 128]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("budget")
-    assert vgg_training.main(["--dataset=digits", "--warmup_epochs=2", "--epochs=0", "--lr=0.005",
-                              f"--out_dir={out}"]) == 0
-    return str(out / "final.pt")
 
 
 def test_every_row_and_the_table_say_the_budget(ckpt, tmp_path):
