@@ -105,7 +105,6 @@ def lenet_and_data():
     from data import get_dataset
     from models import build_model
     train = get_dataset("fashion-mnist", True, "./data")
-    torch.manual_seed(SEED)
     return build_model("lenet5", 1, 28, 10), train
 
 
@@ -114,7 +113,8 @@ def train_step_cost(repeats, quick):
     model, train = lenet_and_data()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, y = train.batch(torch.arange(128))
-    losses = {name: vgg_training.phase_loss(name, dict(MARGIN=0.995, LC_WEIGHT=0.05)) for name in ("ce", "pclc")}
+    losses = {name: vgg_training.phase_loss(name, vgg_training.MARGIN, vgg_training.LC_WEIGHT)
+              for name in ("ce", "pclc")}
     steps = 5 if quick else 30
 
     def steps_with(name):
@@ -215,7 +215,7 @@ def epoch_cost(repeats, quick, out):
         return float(pd.read_csv(os.path.join(out, "log.csv")).seconds.iloc[-1])
 
     def plain():
-        torch.manual_seed(SEED)
+        torch.manual_seed(torch.initial_seed())  # the same weights each repeat: main's --seed
         model = build_model("lenet5", 1, 28, 10)
         opt = torch.optim.Adam(model.parameters(), 1e-3)
         start = time.perf_counter()
@@ -271,7 +271,7 @@ def layout_choices(repeats, quick, ckpt):
     def step(layout):
         net = trained_lenet(ckpt).train().to(memory_format=fmt(layout))
         opt = torch.optim.Adam(net.parameters(), 1e-3)
-        loss = vgg_training.phase_loss("pclc", dict(MARGIN=0.995, LC_WEIGHT=0.05))
+        loss = vgg_training.phase_loss("pclc", vgg_training.MARGIN, vgg_training.LC_WEIGHT)
         x, y = test.batch(torch.arange(128))
         x = x.contiguous(memory_format=fmt(layout))
 
@@ -412,7 +412,6 @@ def gpu_speed(repeats, quick):
                                                what="VGG-13 32 px, bf16 autocast + channels_last vs "
                                                     "fp32: skipped, no CUDA device in this run")}
     from models import build_model
-    torch.manual_seed(SEED)
     batch = 256
     x, y = torch.rand(batch, 3, 32, 32, device="cuda"), torch.randint(0, 10, (batch,), device="cuda")
     fp32 = build_model("vgg13", 3, 32, 10).cuda()
@@ -447,7 +446,6 @@ def main(argv):
     if extra:
         raise UserError(f"unexpected argument {extra[0]!r}")
     repeats = 1 if quick else s["REPEATS"]
-    torch.manual_seed(s["SEED"])
     figures = {}
     work = tempfile.mkdtemp(prefix="bench-")
     ckpt = os.path.join(work, "final.pt")  # written by the epoch figure, attacked by the next ones
@@ -462,6 +460,7 @@ def main(argv):
                      ("GPU", lambda: gpu_speed(repeats, quick)),
                      ("reproduce.sh", lambda: reproduce_job(quick))):
         start = time.perf_counter()
+        torch.manual_seed(s["SEED"])  # every figure starts from --seed
         print(f"measuring {name} ...", end=" ", flush=True)
         figures.update(fn())
         print(f"{time.perf_counter() - start:.0f} s", flush=True)

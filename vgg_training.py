@@ -247,14 +247,14 @@ def pgd_accuracy(model, probe, eps, seed):
         return (model(adv).argmax(1) == y).float().mean().item()
 
 
-def phase_loss(name, s):
-    """The loss of a phase: ce, pc, or pclc = PC + LC_WEIGHT * LC."""
+def phase_loss(name, margin, lc_weight):
+    """The loss of a phase: ce, pc (margin: the PC loss's xi), or pclc = PC + lc_weight * LC."""
     if name == "ce":
         return nn.CrossEntropyLoss()
-    pc, lc = PCLoss(xi=s["MARGIN"]), LogitConstraintLoss()
+    pc, lc = PCLoss(xi=margin), LogitConstraintLoss()
     if name == "pc":
         return pc
-    return lambda logits, target: pc(logits, target) + s["LC_WEIGHT"] * lc(logits, target)
+    return lambda logits, target: pc(logits, target) + lc_weight * lc(logits, target)
 
 
 def make_attack(model, num_classes, s):
@@ -535,7 +535,7 @@ def main(argv):
         phase, n_epochs, loss_name = r.phases[phase_index]
         resumed = phase_index == first_phase and saved is not None
         optimizer, scheduler = start_phase(r, n_epochs, saved if resumed else None)
-        criterion = phase_loss(loss_name, s)
+        criterion = phase_loss(loss_name, s["MARGIN"], s["LC_WEIGHT"])
         if n_epochs:
             r.say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
                   + (f" + {s['ADV_TRAIN']} adversarial training, {s['STRUCT']} lambda {s['STRUCT_LAMBDA']}"

@@ -88,12 +88,11 @@ def test_training_attacks_follow_their_rules():
 def test_phase_losses_use_margin_and_lc_weight():
     torch.manual_seed(1)
     z, y = torch.randn(32, 10) * 3, torch.randint(0, 10, (32,))
-    s = dict(SETTINGS, MARGIN=0.5, LC_WEIGHT=0.2)
-    assert torch.allclose(vgg_training.phase_loss("pc", s)(z, y), pc_loss(z, y, xi=0.5))
+    assert torch.allclose(vgg_training.phase_loss("pc", 0.5, 0.2)(z, y), pc_loss(z, y, xi=0.5))
     assert not torch.allclose(pc_loss(z, y, xi=0.5), pc_loss(z, y, xi=0.995))
-    assert torch.allclose(vgg_training.phase_loss("pclc", s)(z, y),
+    assert torch.allclose(vgg_training.phase_loss("pclc", 0.5, 0.2)(z, y),
                           pc_loss(z, y, xi=0.5) + 0.2 * logit_constraint_loss(z, y))
-    assert torch.allclose(vgg_training.phase_loss("ce", s)(z, y), F.cross_entropy(z, y))
+    assert torch.allclose(vgg_training.phase_loss("ce", 0.5, 0.2)(z, y), F.cross_entropy(z, y))
 
 
 def test_probability_gap_by_hand():
