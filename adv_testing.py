@@ -86,12 +86,13 @@ def budget_label(s):
     return s["BUDGET"] if all(s[k] == v for k, v in BUDGETS[s["BUDGET"]].items()) else "custom"
 
 
+EVALUATION = tuple(a for a in registry.ATTACKS if a not in registry.TRAINING_ONLY)  # attacks on offer
 DEFAULT_EPS = {"mnist": [0.02, 0.05, 0.1, 0.2, 0.3], "32px": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
                "tiny-imagenet": [0.005, 0.01, 0.015]}
 STATUS = {True: "PASS ", False: "", None: "NOT RUN "}
 
 RANGES = {
-    "ATTACKS": each(one_of(*registry.ATTACKS, *registry.SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
+    "ATTACKS": each(one_of(*EVALUATION, *registry.SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
     "N": interval("[0, inf)", integer=True), "N_STRONG": interval("[0, inf)", integer=True),
     "BATCH_SIZE": interval("[1, inf)", integer=True), "STEPS": interval("[1, inf)", integer=True),
     "BUDGET": one_of(*BUDGETS), "SQUARE_SCHEDULE": one_of("rescaled", "reference"),
@@ -136,8 +137,8 @@ def knobs_of(eps, num_classes, s):
 
 def build_attack(name, model, eps, num_classes, s):
     """The registry's attack `name` for one eps, with the evaluation's settings `s`."""
-    if name not in registry.ATTACKS:
-        raise UserError(f"unknown attack {name!r}; attacks: {', '.join(registry.ATTACKS)}")
+    if name not in EVALUATION:
+        raise UserError(f"unknown attack {name!r}; attacks: {', '.join(EVALUATION)}")
     return registry.build(name, model, eps, knobs_of(eps, num_classes, s))
 
 

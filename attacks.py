@@ -81,6 +81,7 @@ ATTACKS = {
         m, norm="Linf", eps=e, steps=k.fab_steps, n_restarts=k.fab_restarts, multi_targeted=True,
         n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
 }
+TRAINING_ONLY = ("fgsm-rs", "trades", "mart")  # training's inner attacks: adv_testing.py does not offer them
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the PC-LC notebook's set
           "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"]}  # Croce & Hein's standard version
 # AutoAttack standard as one cascade (each attack only on what the previous ones left)

@@ -88,3 +88,11 @@ def test_inner_attacks_get_the_step_and_steps(monkeypatch, method):
     # trades_adversary(model, x, step, eps, steps); mart_adversary(model, x, y, step, eps, steps)
     got = [args[-3:] for args in calls]
     assert got[0] == pytest.approx((0.125, 0.2, 4)) and got[1] == pytest.approx((0.03, 0.2, 4))
+
+
+def test_evaluation_does_not_offer_training_inner_attacks(tmp_path, capsys):
+    from errors import run
+    for name in attacks.TRAINING_ONLY:
+        assert run(adv_testing.main, ["x.pt", f"--attacks={name}", f"--out={tmp_path}/r.csv"]) == 2
+        assert "is out of range" in capsys.readouterr().err
+    assert set(adv_testing.EVALUATION) | set(attacks.TRAINING_ONLY) == set(attacks.ATTACKS)
