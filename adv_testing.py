@@ -67,7 +67,7 @@ OUT = "results/adv_testing.csv"    # CSV; the .md table, .png plot, .log and .ca
 FRESH = False                      # ignore finished jobs in the cache and compute everything again
 SEED = 0                           # subset choice and the attacks' random starts
 DEVICE = "auto"                    # auto (cuda if present), cpu, cuda ...
-CHANNELS_LAST = "auto"             # channels_last memory format (faster on CPU and CUDA: bench.py):
+CHANNELS_LAST = "auto"             # channels_last memory format (faster on this CPU: bench.py):
 #                                    auto: on for this project's models, off for --arch classes
 # -------------------------------------------------------------------------------------------------
 

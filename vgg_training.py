@@ -78,7 +78,7 @@ STRUCT_ON = "embedding"        # embedding (penultimate layer) or logits (the re
 SEED = 0                       # seeds weights, shuffling, augmentation and attacks
 DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
 AMP = True                     # bf16 autocast on CUDA
-CHANNELS_LAST = True           # channels_last memory format (faster on CPU and CUDA: bench.py)
+CHANNELS_LAST = True           # channels_last memory format (faster on this CPU: bench.py)
 RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it stopped
 OVERWRITE = False              # start afresh in an OUT_DIR that holds another run (its files are removed)
 PRESET = ""                    # set by --preset=NAME (see PRESETS)

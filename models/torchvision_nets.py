@@ -28,7 +28,7 @@ class AlexNet(Classifier):
         return self.features(x)
 
 
-class ResNet(Classifier):
+class TorchvisionResNet(Classifier):
     def __init__(self, builder, in_channels, num_classes):
         super().__init__()
         net = builder(num_classes=num_classes)
@@ -45,7 +45,7 @@ class ResNet(Classifier):
 def _resnet(name):
     def build(in_channels, image_size, num_classes):
         from torchvision import models
-        return ResNet(getattr(models, name), in_channels, num_classes)
+        return TorchvisionResNet(getattr(models, name), in_channels, num_classes)
     return build
 
 
