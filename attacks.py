@@ -21,6 +21,7 @@ STEP_RULES = {"released": lambda eps, steps: eps / steps,
               "wong": lambda eps, steps: 1.25 * eps,
               "quarter": lambda eps, steps: eps / 4}
 RELEASED_STEPS = 10  # the PC-LC notebook's MIM / PGD iterations
+SSC_STEP, SSC_STEPS, SSC_DECAY = 0.0078, 20, 0.9  # the title paper's released PGD / MIM (SSC-DM.py)
 TARGETS = 9          # APGD-T / FAB-T target classes: the reference AutoAttack's standard version
 
 
@@ -65,6 +66,12 @@ ATTACKS = {
         m, x, k.step, e, k.steps)),
     "mart": Attack(True, True, False, _ITER, lambda m, e, k: lambda x, y: mart_adversary(
         m, x, y, k.step, e, k.steps)),
+    # the title paper's released attacks at any eps: 20 steps of 0.0078, MIM decay 0.9 (its training
+    # attacks, which its script also tests with)
+    "ssc-pgd": Attack(True, True, False, (), lambda m, e, k: ta.PGD(
+        m, eps=e, alpha=SSC_STEP, steps=SSC_STEPS, random_start=True)),
+    "ssc-mim": Attack(True, True, False, (), lambda m, e, k: ta.MIFGSM(
+        m, eps=e, alpha=SSC_STEP, steps=SSC_STEPS, decay=SSC_DECAY)),
     "cw": Attack(True, True, True, ("cw_steps",), lambda m, e, k: _within(
         ta.CW(m, c=1, kappa=0, steps=k.cw_steps, lr=0.01), e)),
     "spsa": Attack(False, True, True, ("spsa_iters",), lambda m, e, k: ta.SPSA(

@@ -3,6 +3,7 @@
     python report.py reproduce RUNS RES OUT TRAINED_S TOTAL_S   # the reproduction's section
     python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
     python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
+    python report.py ssc-points RUNS RES FIGURE TOTAL_S         # study_mnist.sh: points.csv, figure
 
 RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md);
 the study's section sits between <!-- study --> markers, so either section is rewritten alone.
@@ -157,10 +158,97 @@ def study_section(runs, res, best, total_s, figure):
     return "\n".join(text), table
 
 
+_POINT = re.compile(r"^(fgsm|pgd|mim)-eps([\d.]+)-lambda(\d+)-seed(\d+)/final$")
+PAPER_ATTACK = {"fgsm": "fgsm", "pgd": "ssc-pgd", "mim": "ssc-mim"}  # the released test attack of each panel
+POINT_COLUMNS = ["attack", "eps", "lambda", "seed", "clean_accuracy", "paper_accuracy", "paper_n",
+                 "worst_accuracy", "worst_ci_low", "worst_ci_high", "n", "warnings", "command"]
+
+
+def warnings_of(md_text, label):
+    """The sanity-check warnings adv_testing.py's table gives `label` (lines '- label: WARNING ...')."""
+    return [line.split(": ", 1)[1] for line in md_text.splitlines()
+            if line.startswith(f"- {label}: WARNING")]
+
+
+def ssc_points(runs, res):
+    """One row per (attack, eps, lambda, seed) from study_mnist.sh's tables (RES/A-epsE.csv): clean
+    accuracy (whole test set), the paper's number (A at e as released), the worst case over the
+    default suite and the paper's attack with its 95 % interval, n, the masking warnings, and the
+    command that trained the point."""
+    import pandas as pd
+    rows = []
+    for name in sorted(f for f in os.listdir(res) if re.fullmatch(r"(fgsm|pgd|mim)-eps[\d.]+\.csv", f)):
+        table = pd.read_csv(os.path.join(res, name))
+        md = read_text(os.path.join(res, name[:-4] + ".md"))
+        for label, part in table.groupby("checkpoint", sort=False):
+            match = _POINT.match(label)
+            if not match:
+                raise UserError(f"{res}/{name}: {label} is not a point of the sweep (A-epsE-lambdaL-seedS/final)")
+            attack, eps, lam, seed = match.group(1), float(match.group(2)), int(match.group(3)), int(match.group(4))
+            pick = lambda a: part[(part.attack == a) & ((part.eps - eps).abs() < 1e-9)].iloc[0]  # noqa: E731
+            clean, paper, worst = part[part.attack == "clean"].iloc[0], pick(PAPER_ATTACK[attack]), pick("worst")
+            command = read_text(os.path.join(runs, label.split("/")[0], "command.txt")).strip()
+            rows.append([attack, eps, lam, seed, clean.accuracy, paper.accuracy, int(paper.n), worst.accuracy,
+                         worst.ci_low, worst.ci_high, int(worst.n), " | ".join(warnings_of(md, label)), command])
+    if not rows:
+        raise UserError(f"{res} holds no table of study_mnist.sh (A-epsE.csv): run the sweep first")
+    frame = pd.DataFrame(rows, columns=POINT_COLUMNS)
+    return frame.sort_values(["attack", "eps", "lambda", "seed"], key=lambda c: c.map(
+        {"fgsm": 0, "pgd": 1, "mim": 2}) if c.name == "attack" else c).reset_index(drop=True)
+
+
+def plot_points(points, path):
+    """The paper's layout: three panels (FGSM, PGD, MIM), accuracy against eps, one colour per
+    lambda; the paper's number solid, the worst case of the same models dashed, seed 0, intervals
+    (worst case) as bands."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
+    lambdas = sorted(points["lambda"].unique())
+    colours = dict(zip(lambdas, plt.cm.viridis([i / max(len(lambdas) - 1, 1) for i in range(len(lambdas))])))
+    for ax, attack in zip(axes, ("fgsm", "pgd", "mim")):
+        part = points[(points.attack == attack) & (points.seed == 0)]
+        for lam, curve in part.groupby("lambda"):
+            curve = curve.sort_values("eps")
+            c = colours[lam]
+            ax.plot(curve.eps, 100 * curve.paper_accuracy, "-o", ms=3, color=c, label=f"lambda {lam}")
+            ax.plot(curve.eps, 100 * curve.worst_accuracy, "--", color=c)
+            ax.fill_between(curve.eps, 100 * curve.worst_ci_low, 100 * curve.worst_ci_high, color=c, alpha=0.12)
+        ax.set_title(f"{attack.upper()} (solid: the paper's {PAPER_ATTACK[attack]}; dashed: worst case)", fontsize=9)
+        ax.set_xlabel("eps (training and test)")
+        ax.grid(alpha=0.3)
+        if not part.empty:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=130, format="png"))
+    plt.close(fig)
+
+
+def points_table(points):
+    """Markdown: per point the clean, paper's and worst-case accuracy (seeds: mean ± sd over seeds)."""
+    lines = ["| attack | eps | lambda | seeds | clean (%) | paper's attack (%) | worst case (%) | warnings |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (attack, eps, lam), part in points.groupby(["attack", "eps", "lambda"], sort=False):
+        def cell(column, interval=False):
+            values = 100 * part[column]
+            if len(part) > 1:
+                return f"{values.mean():.1f} ± {values.std(ddof=1):.1f} (sd)"
+            one = part.iloc[0]
+            return f"{values.iloc[0]:.1f}" + (f" [{100 * one.worst_ci_low:.1f}, {100 * one.worst_ci_high:.1f}]"
+                                              if interval else "")
+        warned = sum(bool(w) for w in part.warnings.fillna(""))
+        lines.append(f"| {attack} | {eps:g} | {lam} | {len(part)} | {cell('clean_accuracy')} | "
+                     f"{cell('paper_accuracy')} | {cell('worst_accuracy', True)} | {warned} of {len(part)} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     usage = ("usage: python report.py reproduce RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
-             "study RUNS RES BEST TOTAL_S")
-    counts = {"reproduce": 5, "best-lambda": 1, "study": 4}
+             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S")
+    counts = {"reproduce": 5, "best-lambda": 1, "study": 4, "ssc-points": 4}
     if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
         raise UserError(usage)
     command, args = argv[0], argv[1:]
@@ -171,6 +259,19 @@ def main(argv):
         seconds = [float(a) for a in args[-2 if command == "reproduce" else -1:]]
     except ValueError:
         raise UserError(usage) from None
+    if command == "ssc-points":
+        runs, res, figure = args[:3]
+        points = ssc_points(runs, res)
+        atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
+        plot_points(points, figure)
+        table = points_table(points)
+        text = (f"Made by `bash study_mnist.sh` ({seconds[0] / 60:.1f} min; 0 when everything was done). "
+                f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
+                f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
+        atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
+        print(table)
+        print(f"written: {res}/points.csv, {res}/points.md, {figure}")
+        return 0
     if command == "reproduce":
         runs, res, out = args[:3]
         head = reproduce_section(runs, res, out, *seconds)
