@@ -130,25 +130,31 @@ def train_step_cost(repeats, quick):
                                  "LeNet-5 training step on Fashion-MNIST (batch 128), PC+LC / CE", **r)}
 
 
+def torchvision_fashion_mnist(root):
+    """torchvision's FashionMNIST (ToTensor) on Debian's files, decompressed into root (torchvision
+    reads the raw IDX files)."""
+    import gzip
+    from torchvision import datasets, transforms
+    from data import DEBIAN_FASHION_MNIST
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    os.makedirs(raw)
+    for name in os.listdir(DEBIAN_FASHION_MNIST):
+        with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, name)) as src, \
+                open(os.path.join(raw, name[:-3]), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor(), download=False)
+
+
 def pipeline_cost(repeats, quick):
     """The project's in-memory data path vs torchvision's standard per-sample pipeline, and vs
     pure compute on batches already in memory: the same model, batch size and step count."""
     from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
-    from data import DEBIAN_FASHION_MNIST
-    import gzip
     model, train = lenet_and_data()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = nn.CrossEntropyLoss()
     steps = 30 if quick else len(train) // 128
     root = tempfile.mkdtemp(prefix="bench-fmnist-")
-    raw = os.path.join(root, "FashionMNIST", "raw")
-    os.makedirs(raw)
-    for name in os.listdir(DEBIAN_FASHION_MNIST):  # torchvision reads the decompressed IDX files
-        with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, name)) as src, \
-                open(os.path.join(raw, name[:-3]), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    tv_set = datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor(), download=False)
+    tv_set = torchvision_fashion_mnist(root)
 
     def step(x, y):
         opt.zero_grad()
@@ -176,10 +182,16 @@ def pipeline_cost(repeats, quick):
         return go
 
     tv = {w: paired(ours, torchvision_with(w), max(1, repeats // 2)) for w in (0, 2)}
-    best = min(tv, key=lambda w: tv[w]["b_s"])
-    vs_tv = tv[best]
     vs_compute = paired(compute_only, ours, repeats)
     shutil.rmtree(root)
+    return pipeline_figures(steps, tv, vs_compute)
+
+
+def pipeline_figures(steps, tv, vs_compute):
+    """The two pipeline figures: against torchvision's loader (its faster worker count) and
+    against compute alone."""
+    best = min(tv, key=lambda w: tv[w]["b_s"])
+    vs_tv = tv[best]
     return {
         "pipeline_vs_torchvision": figure(
             1 / vs_tv["ratio"], 0.6, "max",
@@ -240,47 +252,60 @@ def trained_lenet(ckpt):
     return model_from_checkpoint(load_checkpoint(ckpt)).eval()
 
 
+def _layout(channels_last):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def pgd_run(ckpt, test, index, s, layout, threads=None, batch=None):
+    """A function that runs adv_testing's PGD-10 at eps 0.1 on `index` in a layout, with a number
+    of threads and a BATCH_SIZE."""
+    import adv_testing
+    settings = dict(s, CHANNELS_LAST=layout, BATCH_SIZE=batch or s["BATCH_SIZE"])
+    net = trained_lenet(ckpt).to(memory_format=_layout(layout))
+
+    def go():
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            adv_testing.run_attacks(net, test, index, ["pgd"], [0.1], settings, "cpu")
+        finally:
+            torch.set_num_threads(before)
+    return go
+
+
+def train_steps_run(ckpt, test, layout, quick):
+    """A function that runs PC + LC training steps of LeNet-5 (batch 128) in a layout."""
+    import vgg_training
+    net = trained_lenet(ckpt).train().to(memory_format=_layout(layout))
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    loss = vgg_training.phase_loss("pclc", vgg_training.MARGIN, vgg_training.LC_WEIGHT)
+    x, y = test.batch(torch.arange(128))
+    x = x.contiguous(memory_format=_layout(layout))
+
+    def go():
+        for _ in range(5 if quick else 30):
+            opt.zero_grad(set_to_none=True)
+            loss(net(x), y).backward()
+            opt.step()
+    return go
+
+
 def layout_choices(repeats, quick, ckpt):
     """The speed choices the scripts make, each against its alternative (speed-up: > 1 means
     the choice is faster): channels_last for a training step and for PGD-10, all cores against
     one thread, and adv_testing's BATCH_SIZE against half and twice it."""
     import adv_testing
-    import vgg_training
     from data import get_dataset
     test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
     n = 200 if quick else 1000
     s = adv_testing.settings_of(vars(adv_testing))
     index = torch.arange(n)
 
-    def fmt(layout):
-        return torch.channels_last if layout else torch.contiguous_format
-
     def pgd(layout, threads=None, batch=None):
-        settings = dict(s, CHANNELS_LAST=layout, BATCH_SIZE=batch or s["BATCH_SIZE"])
-        net = trained_lenet(ckpt).to(memory_format=fmt(layout))
-
-        def go():
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads or before)
-            try:
-                adv_testing.run_attacks(net, test, index, ["pgd"], [0.1], settings, "cpu")
-            finally:
-                torch.set_num_threads(before)
-        return go
+        return pgd_run(ckpt, test, index, s, layout, threads, batch)
 
     def step(layout):
-        net = trained_lenet(ckpt).train().to(memory_format=fmt(layout))
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-        loss = vgg_training.phase_loss("pclc", vgg_training.MARGIN, vgg_training.LC_WEIGHT)
-        x, y = test.batch(torch.arange(128))
-        x = x.contiguous(memory_format=fmt(layout))
-
-        def go():
-            for _ in range(5 if quick else 30):
-                opt.zero_grad(set_to_none=True)
-                loss(net(x), y).backward()
-                opt.step()
-        return go
+        return train_steps_run(ckpt, test, layout, quick)
 
     out = {}
     r = paired(step(True), step(False), repeats)
