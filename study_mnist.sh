@@ -27,7 +27,7 @@ case $GRID in
         PANEL_EPS="0.1 0.3"; PANEL_LAMBDAS="0 300"; SEED_EPS="0.1 0.3"; SEED_LAMBDAS="0 300" ;;
   full) FGSM_EPS=$(seq -f %.2f 0.01 0.01 0.30); FGSM_LAMBDAS="0 10 50 100 300 500 1000"
         PANEL_EPS=$FGSM_EPS; PANEL_LAMBDAS=$FGSM_LAMBDAS; SEED_EPS="0.1 0.3"; SEED_LAMBDAS="0 300" ;;
-  tiny) FGSM_EPS="0.1 0.3"; FGSM_LAMBDAS="0 300"; PANEL_EPS="0.3"; PANEL_LAMBDAS="0"
+  tiny) FGSM_EPS="0.3"; FGSM_LAMBDAS="0 300"; PANEL_EPS="0.3"; PANEL_LAMBDAS="0"
         SEED_EPS="0.3"; SEED_LAMBDAS="0" ;;   # the tests' grid
   *) echo "error: GRID=$GRID is out of range: allowed cpu, full, tiny" >&2; exit 2 ;;
 esac
