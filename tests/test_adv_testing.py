@@ -185,7 +185,7 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
                                 "worst-released", "worst-autoattack", "worst"]
     for suite in ("released", "autoattack"):  # a suite's worst is never below the overall worst
         assert rows.loc[f"worst-{suite}", "accuracy"] >= rows.loc["worst", "accuracy"] - 1e-9
-        assert rows.loc[f"worst-{suite}", "accuracy"] <= rows.loc[adv_testing.SUITES[suite], "accuracy"].min() + 1e-9
+        assert rows.loc[f"worst-{suite}", "accuracy"] <= rows.loc[attacks.SUITES[suite], "accuracy"].min() + 1e-9
     assert rows.loc["fgsm", "n"] == 120 and rows.loc["apgd-t", "n"] == 80 and rows.loc["worst", "n"] == 80
     assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
     assert ((table.ci_high - table.ci_low) > 0).all()
@@ -202,15 +202,15 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
 
 def test_worst_never_above_any_attack_per_sample(model, test_set):
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(1))[:90]
-    attacks = adv_testing.expand(["released", "autoattack"])
-    correct = adv_testing.run_attacks(model, test_set, index, attacks, [0.05, 0.1], FAST_SETTINGS,
+    names = adv_testing.expand(["released", "autoattack"])
+    correct = adv_testing.run_attacks(model, test_set, index, names, [0.05, 0.1], FAST_SETTINGS,
                                       "cpu", n_strong=60)
     worst = adv_testing.worst_case(correct, [0.05, 0.1])
-    aa = adv_testing.worst_case(correct, [0.05, 0.1], adv_testing.SUITES["autoattack"])
+    aa = adv_testing.worst_case(correct, [0.05, 0.1], attacks.SUITES["autoattack"])
     for eps in (0.05, 0.1):
         w = worst[("worst", eps)]
         assert len(w) == 60
-        for name in attacks:
+        for name in names:
             assert not (w & ~correct[(name, eps)][:60]).any(), name  # robust in worst => under each
         assert not (w & ~aa[("worst", eps)]).any()  # AutoAttack's rows never more robust than worst
         assert w.sum() <= aa[("worst", eps)].sum()
@@ -230,7 +230,7 @@ def test_released_vs_autoattack_warning(model, test_set):
         acc = {k: v.float().mean().item() for k, v in correct.items()}
         suites = {n: {e: v.float().mean().item() for (_, e), v in
                       adv_testing.worst_case(correct, [0.3], members).items()}
-                  for n, members in adv_testing.SUITES.items()}
+                  for n, members in attacks.SUITES.items()}
         verdicts[name] = [msg for ok, msg in adv_testing.sanity_checks(acc, len(index), suites=suites)
                           if ok is False]
     masked = [m for m in verdicts["masked"] if "released attacks overstate" in m]
