@@ -122,9 +122,29 @@ def test_comparisons_sign_and_verdict():
     assert "| +20.0 |" in rows["A - B"] and "beyond noise" in rows["A - B"]
     assert "| +2.0 |" in rows["A - C"] and "within noise" in rows["A - C"]
     assert "| -18.0 |" in rows["B - C"] and "beyond noise" in rows["B - C"]
+    assert rows["A - C"] == "| A - C | 0.1 | +2.0 | 0.5 | within noise |"  # the whole row, as the table prints it
+    assert rows["A - B"].endswith(" | beyond noise |")
+    assert text.startswith("\nWorst-case differences between checkpoints (same images; exact McNemar test, "
+                           "beyond noise where p < 0.05):\n\n| pair | eps | difference (points) | p | verdict |\n"
+                           "|---|---|---|---|---|\n| A - B |") and text.endswith(" |\n")
+    assert adv_testing.comparisons({"A": {}, "B": {}}, ["A", "B"]) == ""  # no worst case: no section
 
 
 def test_wilson_by_hand():
     from metrics import wilson
     low, high = wilson(8, 10)   # the textbook 95 % Wilson interval of 8/10: 0.490 .. 0.943
     assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
+    assert wilson(0, 0) == (0.0, 1.0)  # no images: the whole range
+
+
+def test_mcnemar_is_a_probability():
+    # b = c = 1: the two-sided tail sum is 2 * 3/4 = 1.5, reported as 1.0
+    assert mcnemar(torch.tensor([True, False]), torch.tensor([False, True])) == 1.0
+    assert mcnemar(torch.tensor([True]), torch.tensor([False])) == 1.0  # one disagreement: p = 2 * 1/2
+
+
+def test_large_eps_check_sentences():
+    assert adv_testing._large_eps(0.5, 0.02) == (True, "PGD at eps 0.5 leaves 2.0% accuracy")  # 2 % still passes
+    assert adv_testing._large_eps(0.5, 0.0) == (True, "PGD at eps 0.5 leaves 0.0% accuracy")
+    assert adv_testing._large_eps(0.5, 0.03) == (
+        False, "PGD at eps 0.5 leaves 3.0% accuracy -- WARNING: it should reach about 0; gradients may be masked")
