@@ -2,6 +2,7 @@
 a test per wiring that a one-line slip (a swapped weight, an inverted choice, a flipped sign, an
 ignored setting) would break while every run still finishes."""
 import math
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -85,6 +86,16 @@ def test_training_attacks_follow_their_rules():
     assert not torch.equal(a, rs(x, y))  # the random start: other seeds, other points
 
 
+def test_clean_objective_is_the_phase_loss_alone():
+    model, x, y, _ = net_and_batch()
+    criterion = vgg_training.phase_loss("pclc", 0.9, 0.3)
+    s = dict(SETTINGS, ADV_TRAIN="none", ALPHA=0.3, BETA=0.7, STRUCT_LAMBDA=2.5)
+    loss, logits, structure = vgg_training.train_step(
+        vgg_training.WithEmbedding(model), (x, y), criterion, None, None, s, nullcontext())
+    assert structure is None and torch.allclose(logits, model(x))
+    assert torch.allclose(loss, criterion(model(x), y))  # neither ALPHA nor lambda touch it
+
+
 def test_phase_losses_use_margin_and_lc_weight():
     torch.manual_seed(1)
     z, y = torch.randn(32, 10) * 3, torch.randint(0, 10, (32,))
@@ -135,6 +146,7 @@ def test_wilson_by_hand():
     low, high = wilson(8, 10)   # the textbook 95 % Wilson interval of 8/10: 0.490 .. 0.943
     assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
     assert wilson(0, 0) == (0.0, 1.0)  # no images: the whole range
+    assert wilson(1, 1)[0] == pytest.approx(0.2065, abs=1e-4)  # one image, right: z^2 / (1 + z^2)
 
 
 def test_mcnemar_is_a_probability():
