@@ -45,7 +45,7 @@ N = 1000                           # test images for the cheap attacks (0: all),
 N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)
 #                                    (clean accuracy is always measured on the whole test set)
 BATCH_SIZE = 500                   # images per attack call
-STEPS = registry.RELEASED_STEPS             # mim / pgd / bim iterations, step size eps/STEPS (released)
+STEPS = registry.RELEASED_STEPS    # mim / pgd / bim iterations, step size eps/STEPS (released)
 BUDGET = "quick"                   # AutoAttack's budget, a row of BUDGETS: quick (torchattacks' 10
 #                                    iterations) or standard (Croce & Hein's 100: every table of record)
 # the next four are set by BUDGET (BUDGETS below); a --name=value given too wins (budget "custom")

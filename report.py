@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from checkpoints import atomic_write
+from checkpoints import atomic_write, make_dirs
 from errors import UserError, run
 
 REPRO_RUNS = ("ce", "pclc", "adv", "adv-struct")
@@ -119,6 +119,14 @@ def study_rows(t, clean_full):
     return rows, points
 
 
+def save_figure(fig, path):
+    """The figure as a PNG at `path` (its folder made), written to a temporary name first."""
+    import matplotlib.pyplot as plt
+    make_dirs(os.path.dirname(os.path.abspath(path)))
+    atomic_write(path, lambda f: fig.savefig(f, dpi=130, format="png"))
+    plt.close(fig)
+
+
 def plot_study(points, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -134,8 +142,7 @@ def plot_study(points, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("robust accuracy (%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def study_section(runs, res, best, total_s, figure):
@@ -222,9 +229,7 @@ def plot_points(points, path):
             ax.legend(fontsize=7)
     axes[0].set_ylabel("test accuracy (%)")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda f: fig.savefig(f, dpi=130, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def points_table(points):

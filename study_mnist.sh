@@ -37,7 +37,8 @@ START=$(date +%s)
 # one point: train it (unless done), its command kept beside it; one line with its time
 point() {
   local attack=$1 eps=$2 lam=$3 seed=$4
-  local name=$attack-eps$eps-lambda$lam-seed$seed dir=$RUNS/$attack-eps$eps-lambda$lam-seed$seed
+  local name=$attack-eps$eps-lambda$lam-seed$seed
+  local dir=$RUNS/$name
   [ -f "$dir/final.pt" ] && return 0
   local resume=false; [ -f "$dir/last.pt" ] && resume=true
   local args="--preset=ssc-mnist --adv_train=$attack --adv_eps=$eps --struct_lambda=$lam --seed=$seed --epochs=$EPOCHS $EXTRA"

@@ -477,7 +477,7 @@ def train_epoch(r, where, epoch_id, criterion, optimizer, scheduler):
     return sums, lr
 
 
-def epoch_row(r, phase, epoch, sums, lr, seconds, log_rows):
+def epoch_row(r, phase, epoch, n_epochs, sums, lr, seconds, log_rows):
     """The log.csv row of an epoch (test accuracy and probability gap on the whole test set, the
     collapse probe's PGD accuracy), its printed line, and the collapse warning."""
     test_acc, gap = evaluate(r.model, r.test_set, r.device)
@@ -490,7 +490,7 @@ def epoch_row(r, phase, epoch, sums, lr, seconds, log_rows):
     if r.probe is not None and best and row["train_pgd_acc"] < 0.3 * best:
         r.say(f"WARNING PGD-10 accuracy on {len(r.probe[1])} training images fell to {100 * row['train_pgd_acc']:.1f}% "
               f"(best {100 * best:.1f}%): catastrophic overfitting; stop, or shrink ADV_STEP_SIZE")
-    r.say(f"{phase:6s} epoch {epoch:3d}/{dict((p, n) for p, n, _ in r.phases)[phase]}  loss {row['train_loss']:.4f}  "
+    r.say(f"{phase:6s} epoch {epoch:3d}/{n_epochs}  loss {row['train_loss']:.4f}  "
           f"train {100 * row['train_acc']:5.2f}%  test {100 * test_acc:5.2f}%  gap {gap:.3f}  lr {lr:.2g}"
           + (f"  L_s {row['struct_loss']:.4f}" if r.attack else "")
           + (f"  pgd-train {100 * row['train_pgd_acc']:.1f}%" if r.probe is not None else "")
@@ -548,7 +548,8 @@ def main(argv):
             start = time.time()
             sums, lr = train_epoch(r, f"phase {phase}, epoch {epoch + 1}", epochs_before[phase_index] + epoch,
                                    criterion, optimizer, scheduler)
-            log_rows.append(epoch_row(r, phase, epoch + 1, sums, lr, time.time() - start, log_rows))
+            row = epoch_row(r, phase, epoch + 1, n_epochs, sums, lr, time.time() - start, log_rows)
+            log_rows.append(row)
             save_progress(r, phase_index, epoch + 1, optimizer, scheduler, log_rows)
         if r.is_main:
             save_checkpoint(os.path.join(s["OUT_DIR"], "ce_warmup.pt" if phase == "warmup" else "final.pt"),
