@@ -1,12 +1,14 @@
-"""RESULTS.md's sections, written from the files the runs left (reproduce.sh and study.sh call it):
+"""RESULTS.md's sections, written from the files the runs left (reproduce.sh, study.sh and
+study_mnist.sh call it):
 
-    python report.py reproduce RUNS RES OUT TRAINED_S TOTAL_S   # the reproduction's section
+    python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S   # one dataset's reproduction
     python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
     python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
-    python report.py ssc-points RUNS RES FIGURE TOTAL_S         # study_mnist.sh: points.csv, figure
+    python report.py ssc-points RUNS RES FIGURE TOTAL_S         # study_mnist.sh: points.csv, figure, section
 
-RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md);
-the study's section sits between <!-- study --> markers, so either section is rewritten alone.
+RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
+Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
+one section is rewritten without touching the others.
 """
 import os
 import re
@@ -15,10 +17,23 @@ import sys
 from checkpoints import atomic_write, make_dirs
 from errors import UserError, run
 
-REPRO_RUNS = ("ce", "pclc", "adv", "adv-struct")
+# the runs reproduce.sh trains per dataset (the folders under RUNS), and the published anchors its
+# summary table shows beside them: (model, clean %, AutoAttack or strongest-attack %, eps, source)
+REPRO_RUNS = {"fashion-mnist": ("ce", "pclc", "adv", "adv-struct"), "mnist": ("ce", "pclc", "adv"),
+              "digits": ("ce", "pclc", "adv")}  # digits: the tests' stand-in for MNIST
+PUBLISHED = {
+    "fashion-mnist": [("plain CE", 90.50, "<= 4.0", 0.1, "Croce, Andriushchenko & Hein 2019, 1,000 points"),
+                      ("PGD-AT", 88.46, "<= 78.5", 0.1, "Croce, Andriushchenko & Hein 2019, 1,000 points")],
+    "mnist": [("TRADES (SmallCNN)", 99.48, "92.81", 0.3, "Croce & Hein 2020, AutoAttack"),
+              ("PGD-AT (Madry's CNN)", 98.53, "88.50", 0.3, "Croce & Hein 2020, AutoAttack"),
+              ("FGSM-RS (Wong's net)", 98.50, "82.93", 0.3, "Croce & Hein 2020, AutoAttack")],
+    "digits": [],
+}
+TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "digits": "digits"}
+SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "study", "mnist-ssc-protocol")
 LAMBDAS = (0, 10, 50, 100, 300, 500, 1000)
 STUDY_EPS = (0.03, 0.06)
-_STUDY = re.compile(r"\n<!-- study -->.*<!-- /study -->\n", flags=re.S)
+_SECTION = re.compile(r"<!-- ([\w-]+) -->\n(.*?)<!-- /\1 -->\n", flags=re.S)
 
 
 def read_log(runs, name):
@@ -36,42 +51,67 @@ def read_text(path):
         return f.read()
 
 
-def write_results(path, head, study):
-    """RESULTS.md = the reproduction's section `head` (None: keep the file's) + the study section
-    (None: keep the file's)."""
+def write_section(path, name, text):
+    """RESULTS.md at `path` with section `name` set to `text`; its other marked sections kept, all
+    in the order of SECTIONS (text outside the markers is not kept)."""
+    if name not in SECTIONS:
+        raise ValueError(f"unknown section {name}")
     old = read_text(path) if os.path.exists(path) else ""
-    kept = _STUDY.search(old)
-    if head is None:
-        head = _STUDY.sub("\n", old).rstrip("\n") if old else "# Results"
-    if study is None:
-        text = head + (kept.group(0) if kept else "")
-    else:
-        text = head.rstrip("\n") + "\n\n<!-- study -->\n" + study + "\n<!-- /study -->\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    sections = {m.group(1): m.group(2) for m in _SECTION.finditer(old) if m.group(1) in SECTIONS}
+    sections[name] = text.rstrip("\n") + "\n"
+    parts = [f"<!-- {key} -->\n{sections[key]}<!-- /{key} -->\n" for key in SECTIONS if key in sections]
+    atomic_write(path, lambda f: f.write("\n".join(["# Results\n", *parts]).encode()))
 
 
-def reproduce_section(runs, res, out, trained_s, total_s):
-    """The reproduction's part of RESULTS.md: training (last epoch of each run), the robustness
-    table and the figures."""
-    logs = {name: read_log(runs, name) for name in REPRO_RUNS}
+def summary_table(res, dataset, runs):
+    """Clean accuracy and the worst case of the default suite at each eps, one row per run (95 %
+    Wilson intervals), then the published anchors of `dataset` in the same columns, marked."""
+    import pandas as pd
+    t = pd.read_csv(os.path.join(res, "robustness.csv"))
+    eps_grid = sorted(t[t.attack == "worst"].eps.unique())
+    cell = lambda r: f"{100 * r.accuracy:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"  # noqa: E731
+    lines = ["| model | clean (%) | " + " | ".join(f"worst eps {e:g} (%)" for e in eps_grid) + " |",
+             "|---|---|" + "---|" * len(eps_grid)]
+    for name in runs:
+        part = t[t.checkpoint == f"{name}/final"]
+        if part.empty:
+            raise UserError(f"{res}/robustness.csv holds no rows of {name}/final: attack it first")
+        worst = {round(r.eps, 9): cell(r) for r in part[part.attack == "worst"].itertuples()}
+        clean = part[part.attack == "clean"].iloc[0]
+        lines.append(f"| {name} | {cell(clean)} | " + " | ".join(worst.get(round(e, 9), "-") for e in eps_grid) + " |")
+    for model, clean, robust, eps, source in PUBLISHED[dataset]:
+        cells = [f"{robust} (published)" if abs(e - eps) < 1e-9 else "-" for e in eps_grid]
+        lines.append(f"| {model}: published, {source} | {clean:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reproduce_section(dataset, runs, res, out, trained_s, total_s):
+    """One dataset's part of RESULTS.md: training (last epoch of each run), the summary with the
+    published anchors, the robustness table and the figures."""
+    logs = {name: read_log(runs, name) for name in REPRO_RUNS[dataset]}
     rows = [f"| {name} | {len(log)} | {100 * log.iloc[-1].test_acc:.2f}% | {log.iloc[-1].prob_gap:.4f} | "
             f"{log.seconds.sum():.0f} s |" for name, log in logs.items()]
     training_min = sum(log.seconds.sum() for log in logs.values()) / 60
-    figures = read_text(os.path.join(out, "Figures", "fashion-mnist-lenet5-figures.md"))
+    prefix = f"Figures/{dataset}-lenet5"
+    figures = read_text(os.path.join(out, f"{prefix}-figures.md"))
     return "\n".join([
-        "# Results: LeNet-5 on Fashion-MNIST", "",
-        "Made by `bash reproduce.sh` on a 2-core CPU. Its last invocation took "
+        f"## LeNet-5 on {TITLES[dataset]} (`bash reproduce.sh`)", "",
+        f"Made by `bash reproduce.sh` on a 2-core CPU. Its last invocation for {TITLES[dataset]} took "
         f"{total_s / 60:.1f} min, of which {trained_s / 60:.1f} min training (runs that had final.pt were not "
-        "trained again, and finished attacks came from the job cache); training all four runs takes "
+        f"trained again, and finished attacks came from the job cache); training all {len(logs)} runs takes "
         f"{training_min:.1f} min (the sum of their epoch times in log.csv).", "",
-        "## Training (last epoch, whole test set)", "",
+        "### Training (last epoch, whole test set)", "",
         "| run | epochs | test accuracy | mean probability gap | training time |", "|---|---|---|---|---|", *rows, "",
-        "## Robustness (`adv_testing.py`)", "", read_text(os.path.join(res, "robustness.md")), "",
-        "![robustness](Figures/fashion-mnist-lenet5-robustness.png)", "",
-        figures.replace("# Figures", "## Figures"), "",
-        "![motivation](Figures/fashion-mnist-lenet5-motivation.png)", "",
-        "![effect](Figures/fashion-mnist-lenet5-effect.png)", "",
-        "![t-SNE](Figures/fashion-mnist-lenet5-tsne.png)", ""])
+        "### Worst case over the default suite, beside the published anchors", "",
+        "Our rows: `worst` of `adv_testing.py` (a sample counts only if it survives every attack at that eps; "
+        "clean on the whole test set). Published rows are other papers' models and budgets, for scale.", "",
+        summary_table(res, dataset, REPRO_RUNS[dataset]), "",
+        "### Robustness (`adv_testing.py`)", "", read_text(os.path.join(res, "robustness.md")), "",
+        f"![robustness]({prefix}-robustness.png)", "",
+        figures.replace("# Figures", "### Figures"), "",
+        f"![motivation]({prefix}-motivation.png)", "",
+        f"![effect]({prefix}-effect.png)", "",
+        f"![t-SNE]({prefix}-tsne.png)", ""])
 
 
 def study_table(csv):
@@ -251,9 +291,9 @@ def points_table(points):
 
 
 def main(argv):
-    usage = ("usage: python report.py reproduce RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
+    usage = ("usage: python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
              "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S")
-    counts = {"reproduce": 5, "best-lambda": 1, "study": 4, "ssc-points": 4}
+    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 4}
     if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
         raise UserError(usage)
     command, args = argv[0], argv[1:]
@@ -274,19 +314,26 @@ def main(argv):
                 f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
                 f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
         atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
+        results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
+        write_section(results, "mnist-ssc-protocol", "\n".join([
+            "## The title paper's MNIST figure in its own protocol (`bash study_mnist.sh`)", "", text,
+            f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
         print(table)
-        print(f"written: {res}/points.csv, {res}/points.md, {figure}")
+        print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")
         return 0
     if command == "reproduce":
-        runs, res, out = args[:3]
-        head = reproduce_section(runs, res, out, *seconds)
-        write_results(os.path.join(out, "RESULTS.md"), head, None)
-        print(f"written: {os.path.join(out, 'RESULTS.md')}")
+        dataset, runs, res, out = args[:4]
+        if dataset not in REPRO_RUNS:
+            raise UserError(f"dataset {dataset} is out of range: reproduce.sh runs {', '.join(REPRO_RUNS)}")
+        text = reproduce_section(dataset, runs, res, out, *seconds)
+        write_section(os.path.join(out, "RESULTS.md"), f"reproduce-{dataset}", text)
+        print(summary_table(res, dataset, REPRO_RUNS[dataset]))
+        print(f"written: {os.path.join(out, 'RESULTS.md')} (the {dataset} section)")
         return 0
     runs, res, best = args[:3]
     text, table = study_section(runs, res, best, seconds[0], "Figures/fashion-mnist-ssc-lambda-study.png")
     atomic_write(os.path.join(res, "study.md"), lambda f: f.write(text.encode()))
-    write_results("RESULTS.md", None, text)
+    write_section("RESULTS.md", "study", text)
     print("\n".join(table))
     print(f"written: {res}/study.md, Figures/fashion-mnist-ssc-lambda-study.png, RESULTS.md (study section)")
     return 0

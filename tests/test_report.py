@@ -58,37 +58,78 @@ def test_study_rows_interval_or_spread(study):
     assert points[0.06][2][1:] == pytest.approx((33.0, 2.0))
 
 
+def repro_inputs(tmp_path, dataset, accs):
+    """What reproduce.sh leaves for one dataset: the runs' logs, the attack table, the figures' note."""
+    runs, res, out = tmp_path / "repro" / dataset, tmp_path / f"res-{dataset}", tmp_path / "out"
+    rows = []
+    for name, acc in zip(report.REPRO_RUNS[dataset], accs):
+        log(runs / name, acc, 0.6, 30.0, epochs=3)
+        rows.append(dict(checkpoint=f"{name}/final", attack="clean", eps=0.0, accuracy=acc, ci_low=acc - 0.01,
+                         ci_high=acc + 0.01, n=10000, budget="standard"))
+        for eps in (0.1, 0.3):
+            rows.append(dict(checkpoint=f"{name}/final", attack="worst", eps=eps, accuracy=acc - eps,
+                             ci_low=acc - eps - 0.05, ci_high=acc - eps + 0.05, n=200, budget="standard"))
+    res.mkdir()
+    pd.DataFrame(rows).to_csv(res / "robustness.csv", index=False)
+    (res / "robustness.md").write_text(f"REPRO TABLE {dataset}\n")
+    (out / "Figures").mkdir(parents=True, exist_ok=True)
+    (out / "Figures" / f"{dataset}-lenet5-figures.md").write_text(f"# Figures for {dataset}\n")
+    return runs, res, out
+
+
+def test_summary_table_worst_per_eps_and_published_rows(tmp_path):
+    runs, res, out = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95))
+    lines = report.summary_table(res, "mnist", report.REPRO_RUNS["mnist"]).splitlines()
+    assert lines[0] == "| model | clean (%) | worst eps 0.1 (%) | worst eps 0.3 (%) |"
+    assert lines[2] == "| ce | 99.0 [98.0, 100.0] | 89.0 [84.0, 94.0] | 69.0 [64.0, 74.0] |"
+    assert lines[4] == "| adv | 95.0 [94.0, 96.0] | 85.0 [80.0, 90.0] | 65.0 [60.0, 70.0] |"
+    assert lines[5] == "| TRADES (SmallCNN): published, Croce & Hein 2020, AutoAttack | 99.48 | - | 92.81 (published) |"
+    assert len(lines) == 2 + 3 + len(report.PUBLISHED["mnist"])
+    frame = pd.read_csv(res / "robustness.csv")
+    frame[frame.checkpoint != "pclc/final"].to_csv(res / "robustness.csv", index=False)
+    with pytest.raises(report.UserError, match="pclc/final"):
+        report.summary_table(res, "mnist", report.REPRO_RUNS["mnist"])
+
+
 def test_sections_replace_only_their_own_part(study, tmp_path, monkeypatch):
     runs, res = study
-    out = tmp_path / "out"
-    for name, acc in zip(report.REPRO_RUNS, (0.91, 0.9, 0.8, 0.79)):
-        log(tmp_path / "repro" / name, acc, 0.6, 30.0, epochs=3)
-    (out / "Figures").mkdir(parents=True)
-    (out / "Figures" / "fashion-mnist-lenet5-figures.md").write_text("# Figures for x\n")
-    repro_res = tmp_path / "repro-res"
-    repro_res.mkdir()
-    (repro_res / "robustness.md").write_text("REPRO TABLE\n")
+    fashion = repro_inputs(tmp_path, "fashion-mnist", (0.91, 0.9, 0.8, 0.79))
+    mnist = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95))
+    out = fashion[2]
     (out / "RESULTS.md").write_text("# old head\n\n<!-- study -->\nOLD STUDY\n<!-- /study -->\n")
-    assert report.main(["reproduce", str(tmp_path / "repro"), str(repro_res), str(out), "120", "300"]) == 0
+    assert report.main(["reproduce", "fashion-mnist", *map(str, fashion), "120", "300"]) == 0
     text = (out / "RESULTS.md").read_text()
     assert "old head" not in text and text.endswith("<!-- study -->\nOLD STUDY\n<!-- /study -->\n")
+    assert text.startswith("# Results\n\n<!-- reproduce-fashion-mnist -->\n## LeNet-5 on Fashion-MNIST")
     assert "| ce | 3 | 91.00% | 0.6000 | 90 s |" in text and "| adv-struct | 3 | 79.00% |" in text
-    assert "took 5.0 min, of which 2.0 min training" in text and "takes 6.0 min" in text
-    assert "REPRO TABLE" in text and "## Figures for x" in text
+    assert "took 5.0 min, of which 2.0 min training" in text and "training all 4 runs takes 6.0 min" in text
+    assert "REPRO TABLE fashion-mnist" in text and "### Figures for fashion-mnist" in text
+    assert "| PGD-AT: published, Croce, Andriushchenko & Hein 2019, 1,000 points | 88.46 | <= 78.5 (published) | - |" in text
+    assert report.main(["reproduce", "mnist", *map(str, mnist), "60", "90"]) == 0
+    both = (out / "RESULTS.md").read_text()
+    fashion_part = text.split("<!-- study -->")[0]
+    assert both.startswith(fashion_part)  # the Fashion-MNIST section unchanged, MNIST's after it
+    assert both.index("<!-- reproduce-mnist -->") < both.index("<!-- study -->")
+    assert "REPRO TABLE mnist" in both and "training all 3 runs takes 4.5 min" in both
+    assert "OLD STUDY" in both and "Figures/mnist-lenet5-tsne.png" in both
     monkeypatch.chdir(out)
     assert report.main(["study", str(runs), str(res), "10", "60"]) == 0
     after = (out / "RESULTS.md").read_text()
-    assert after.startswith(text.split("\n\n<!-- study -->")[0])  # the reproduction's part unchanged
+    assert after.startswith(both.split("<!-- study -->")[0])  # both reproductions unchanged
     assert "OLD STUDY" not in after and "Best lambda > 0 by the worst case at eps 0.03 (seed 0): 10" in after
     assert after.count("<!-- study -->") == 1 and "THE ATTACK TABLE" in after
     assert (res / "study.md").read_text() in after
     assert (out / "Figures" / "fashion-mnist-ssc-lambda-study.png").stat().st_size > 0
+    assert report.main(["reproduce", "mnist", *map(str, mnist), "60", "30"]) == 0  # rewritten alone
+    again = (out / "RESULTS.md").read_text()
+    assert again.replace("took 0.5 min", "took 1.5 min") == after and after.count("<!-- reproduce-mnist -->") == 1
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
     assert run(report.main, ["study"]) == 2
-    assert run(report.main, ["reproduce", str(tmp_path), str(tmp_path), str(tmp_path), "x", "1"]) == 2
-    assert run(report.main, ["reproduce", str(tmp_path), str(tmp_path), str(tmp_path), "1", "1"]) == 2
+    assert run(report.main, ["reproduce", "mnist", str(tmp_path), str(tmp_path), str(tmp_path), "x", "1"]) == 2
+    assert run(report.main, ["reproduce", "mnist", str(tmp_path), str(tmp_path), str(tmp_path), "1", "1"]) == 2
+    assert run(report.main, ["reproduce", "cifar10", str(tmp_path), str(tmp_path), str(tmp_path), "1", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
-    assert "log.csv is missing" in err[-1]
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "log.csv is missing" in err[2] and "cifar10 is out of range" in err[3]

@@ -1,0 +1,44 @@
+"""reproduce.sh end to end on digits (the stand-in for MNIST: its three runs, one epoch a phase, small
+attack budgets): every run trained and attacked, its figures and its RESULTS.md section written, and
+a rerun trains nothing again."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+ENV = dict(DATASETS="digits", EXTRA="--warmup_epochs=1 --epochs=1 --lr=0.01",
+           ATTACK_EXTRA="--n=16 --n_strong=8 --apgd_steps=2 --fab_steps=2 --square_queries=10 --spsa_iters=2 --eps=0.1,0.3",
+           FIGURE_EXTRA="--n_motivation=40 --n_tsne=40 --fgsm_eps=0.1 --mim_eps=0.1")
+
+
+def reproduce(root, out, **extra):
+    env = dict(os.environ, PYTHON=sys.executable, REPRO_OUT=str(out), **dict(ENV, **extra))
+    return subprocess.run(["bash", os.path.join(root, "reproduce.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_digits_reproduction_and_its_rerun(root, tmp_path):
+    first = reproduce(root, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "results/digits-lenet5/robustness.csv")
+    assert sorted(table.checkpoint.unique()) == ["adv/final", "ce/final", "pclc/final"]
+    assert set(table[table.attack == "worst"].eps) == {0.1, 0.3}
+    for name in ("robustness", "motivation", "effect", "tsne"):
+        assert (tmp_path / f"Figures/digits-lenet5-{name}.png").stat().st_size > 0
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert results.startswith("# Results\n\n<!-- reproduce-digits -->\n## LeNet-5 on digits")
+    assert "| model | clean (%) | worst eps 0.1 (%) | worst eps 0.3 (%) |" in results
+    adv_log = pd.read_csv(tmp_path / "runs/repro/digits/adv/log.csv")
+    assert len(adv_log) == 2 and adv_log.train_pgd_acc.notna().all()  # both phases adversarially trained
+    assert "reproduction of digits finished" in first.stdout and first.stdout.count("phase warmup") == 3
+    second = reproduce(root, tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "phase warmup" not in second.stdout  # nothing trained again
+    assert pd.read_csv(tmp_path / "results/digits-lenet5/robustness.csv").equals(table)
+
+
+def test_unknown_dataset_is_one_line(root, tmp_path):
+    bad = reproduce(root, tmp_path, DATASETS="cifar10")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: DATASETS holds cifar10: allowed fashion-mnist, mnist (digits for tests)"]
