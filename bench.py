@@ -130,6 +130,106 @@ def train_step_cost(repeats, quick):
                                  "LeNet-5 training step on Fashion-MNIST (batch 128), PC+LC / CE", **r)}
 
 
+ADV_COST_METHODS = {"fgsm-rs": ("fgsm-rs-mnist", 1), "pgd": ("pgd-at-mnist", 10), "trades": ("trades-mnist", 10),
+                    "mart": ("mart-mnist", 10)}  # method: (its preset, the attack steps measured)
+
+
+def adv_settings(preset, steps, model):
+    """vgg_training's settings of `preset` with `steps` attack steps (their step rule) and `model`."""
+    import vgg_training
+    s = dict(settings_of(vars(vgg_training)), **vgg_training.PRESETS[preset])
+    return dict(s, MODEL=model, ADV_STEPS=steps, ADV_STEP_SIZE=0.0)
+
+
+def adv_batches(quick):
+    from data import get_dataset
+    train = get_dataset("mnist", True, "./data")
+    return [train.batch(torch.arange(i * 128, (i + 1) * 128)) for i in range(2 if quick else 8)]
+
+
+def adv_training_cost(repeats, quick):
+    """Per method (LeNet-5 on MNIST batches): one adversarial-training pass over the batches (the
+    objective of vgg_training.py, optimiser step included) against (attack steps + 1) plain
+    forward-backward-step passes over the same batches."""
+    import vgg_training
+    from models import build_model
+    batches, out = adv_batches(quick), {}
+    for method, (preset, steps) in ADV_COST_METHODS.items():
+        s = adv_settings(preset, 2 if quick else steps, "lenet5")
+        model = build_model("lenet5", 1, 28, 10).to(memory_format=torch.channels_last)
+        net, opt = vgg_training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
+        attack, struct = vgg_training.make_attack(model, 10, s), vgg_training.structure_term(s)
+        ce = nn.CrossEntropyLoss()
+
+        def plain():
+            for x, y in batches:
+                for _ in range(s["ADV_STEPS"] + 1):
+                    opt.zero_grad()
+                    ce(net(x)[0], y).backward()
+                    opt.step()
+
+        def adversarial():
+            for x, y in batches:
+                opt.zero_grad()
+                vgg_training.train_step(net, (x, y), ce, attack, struct, s, vgg_training.nullcontext())[0].backward()
+                opt.step()
+
+        r = paired(plain, adversarial, repeats)
+        out[f"adv_epoch_{method}"] = figure(
+            r["ratio"], 1.15, "max", f"LeNet-5 MNIST, {method} ({s['ADV_STEPS']} attack steps, {preset}'s objective): "
+            f"adversarial-training pass / (steps + 1) plain forward-backward passes on the same batches", **r)
+    return out
+
+
+def bf16_cost(repeats, quick):
+    """CPU bf16 autocast + channels_last against fp32 (contiguous) for a PGD adversarial-training step
+    (10 steps) of LeNet-5 and of SmallCNN on MNIST batches: fp32 time / bf16 time."""
+    import vgg_training
+    from models import build_model
+    batches, out = adv_batches(quick)[:1], {}
+    for model_name in ("lenet5", "smallcnn"):
+        s = adv_settings("pgd-at-mnist", 2 if quick else 10, model_name)
+
+        def step_with(bf16):
+            model = build_model(model_name, 1, 28, 10)
+            if bf16:
+                model = model.to(memory_format=torch.channels_last)
+            net, opt = vgg_training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
+            attack, struct = vgg_training.make_attack(model, 10, s), vgg_training.structure_term(s)
+            cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else vgg_training.nullcontext()
+
+            def go():
+                for x, y in batches:
+                    opt.zero_grad()
+                    with cast:  # the attack's passes too
+                        loss = vgg_training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
+                    loss.backward()
+                    opt.step()
+            return go
+
+        r = paired(step_with(True), step_with(False), repeats)
+        out[f"cpu_bf16_{model_name}"] = figure(
+            r["ratio"], 1.2, "min", f"{model_name} PGD-{s['ADV_STEPS']} adversarial-training step on MNIST (batch 128): "
+            "fp32 / bf16 autocast + channels_last time on this CPU (training adopts bf16 at >= 1.2x)", **r)
+    return out
+
+
+def sweep_record():
+    """study_mnist.sh's last full run, as report.py recorded it (timing.json): its wall time and
+    points per CPU-hour (not re-run here: two hours)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mnist-ssc-protocol", "timing.json")
+    if not os.path.exists(path):
+        none = dict(value=None, target=None, met=None, what=f"study_mnist.sh: no record ({path} missing)")
+        return {"sweep_minutes": none, "sweep_points_per_cpu_hour": dict(none)}
+    with open(path) as f:
+        t = json.load(f)
+    cpu_hours = t["wall_s"] / 3600 * t["cores"]
+    what = f"bash study_mnist.sh (GRID={t['grid']}, {t['points']} points, {t['cores']} cores), as recorded in {t['date']}"
+    return {"sweep_minutes": dict(value=round(t["wall_s"] / 60, 1), target=None, met=None, what=f"{what}: wall minutes"),
+            "sweep_points_per_cpu_hour": dict(value=round(t["points"] / cpu_hours, 2), target=None, met=None,
+                                              what=f"{what}: points per CPU-hour")}
+
+
 def torchvision_fashion_mnist(root):
     """torchvision's FashionMNIST (ToTensor) on Debian's files, decompressed into root (torchvision
     reads the raw IDX files)."""
@@ -482,6 +582,9 @@ def main(argv):
                      ("loss cost", lambda: loss_cost(repeats, quick)),
                      ("training step", lambda: train_step_cost(repeats, quick)),
                      ("input pipeline", lambda: pipeline_cost(repeats, quick)),
+                     ("adversarial training", lambda: adv_training_cost(repeats, quick)),
+                     ("CPU bf16", lambda: bf16_cost(repeats, quick)),
+                     ("MNIST sweep record", sweep_record),
                      ("GPU", lambda: gpu_speed(repeats, quick)),
                      ("reproduce.sh", lambda: reproduce_job(quick))):
         start = time.perf_counter()

@@ -1,10 +1,11 @@
-"""RESULTS.md's sections, written from the files the runs left (reproduce.sh, study.sh and
-study_mnist.sh call it):
+"""RESULTS.md's sections, written from the files the runs left (reproduce.sh, study.sh,
+study_mnist.sh and baselines.sh call it):
 
     python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S   # one dataset's reproduction
     python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
     python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
     python report.py ssc-points RUNS RES FIGURE TOTAL_S         # study_mnist.sh: points.csv, figure, section
+    python report.py baselines RUNS RES TOTAL_S                 # baselines.sh: baselines.md, section
 
 RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
 Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
@@ -30,7 +31,8 @@ PUBLISHED = {
     "digits": [],
 }
 TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "digits": "digits"}
-SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "study", "mnist-ssc-protocol")
+SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "study", "mnist-ssc-protocol",
+            "mnist-baselines")
 LAMBDAS = (0, 10, 50, 100, 300, 500, 1000)
 STUDY_EPS = (0.03, 0.06)
 _SECTION = re.compile(r"<!-- ([\w-]+) -->\n(.*?)<!-- /\1 -->\n", flags=re.S)
@@ -290,10 +292,113 @@ def points_table(points):
     return "\n".join(lines)
 
 
+_RUN = re.compile(r"^([a-z-]+?)(?:-seed-(\d+))?/final$")
+BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")    # baselines.sh's runs
+ON_TOP = {"pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
+BASELINE_ANCHOR = {"fgsm-rs": "FGSM-RS (Wong's net)", "pgd-at": "PGD-AT (Madry's CNN)", "trades": "TRADES (SmallCNN)"}
+_PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
+
+
+def runs_table(res, prefix):
+    """Every row of the adv_testing.py tables RES/prefix*.csv with `method` and `seed` columns (a
+    checkpoint in two tables counts once: the images are the same), and their Markdown's lines."""
+    import pandas as pd
+    names = sorted(f for f in os.listdir(res) if f.startswith(prefix) and f.endswith(".csv"))
+    if not names:
+        raise UserError(f"{res} holds no {prefix}*.csv: run baselines.sh first")
+    t = pd.concat([pd.read_csv(os.path.join(res, f)) for f in names]).drop_duplicates(
+        ["checkpoint", "attack", "eps"])
+    parts = t.checkpoint.str.extract(_RUN)
+    t["method"], t["seed"] = parts[0], parts[1].fillna("0").astype(int)
+    lines = [line for f in names for line in read_text(os.path.join(res, f[:-4] + ".md")).splitlines()]
+    return t, lines
+
+
+def mean_sd(values, interval=None):
+    """'m ± sd (sd, k seeds)' for several values, 'm [lo, hi]' (the interval given) for one."""
+    values = list(values)
+    if len(values) > 1:
+        m = sum(values) / len(values)
+        sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return f"{m:.1f} ± {sd:.1f}"
+    return f"{values[0]:.1f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
+
+
+def baselines_table(t, eps_grid):
+    """Clean and worst case per baseline (seeds: mean ± sd), the published anchors beside them."""
+    lines = ["| model | seeds | clean (%) | " + " | ".join(f"worst eps {e:g} (%)" for e in eps_grid) + " |",
+             "|---|---|---|" + "---|" * len(eps_grid)]
+    for method in BASELINES:
+        part = t[t.method == method]
+        if part.empty:
+            continue
+        def cell(attack, eps=None):
+            rows = part[(part.attack == attack) & ((part.eps - eps).abs() < 1e-9 if eps is not None else True)]
+            one = rows.iloc[0]
+            return mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))
+        lines.append(f"| {method} | {part.seed.nunique()} | {cell('clean')} | "
+                     + " | ".join(cell("worst", e) for e in eps_grid) + " |")
+    for model, clean, robust, eps, source in PUBLISHED["mnist"]:
+        cells = [f"{robust} (published)" if abs(e - eps) < 1e-9 else "-" for e in eps_grid]
+        lines.append(f"| {model}: published, {source} | - | {clean:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
+    """Per method on top of `base` and eps: its worst case, its difference to the baseline of the same
+    seed (mean ± sd over seeds) and each seed's exact McNemar p on the same images."""
+    pairs = {}
+    for line in lines:
+        match = _PAIR.match(line)
+        if match:
+            a, b, eps, diff, p = match.groups()
+            pairs[(a, b, round(float(eps), 9))] = (float(diff), float(p))
+    out = ["| method | eps | seeds | worst (%) | difference to " + base + " (points) | p per seed | beyond noise |",
+           "|---|---|---|---|---|---|---|"]
+    for method, label in ON_TOP.items():
+        part = t[(t.method == method) & (t.attack == "worst")]
+        for eps in eps_grid:
+            rows = part[(part.eps - eps).abs() < 1e-9].sort_values("seed")
+            if rows.empty:
+                continue
+            diffs, ps = [], []
+            for seed in rows.seed:
+                a, b = f"{base}-seed-{seed}/final", f"{method}-seed-{seed}/final"
+                if (a, b, round(eps, 9)) not in pairs:
+                    raise UserError(f"no comparison of {b} with {a} at eps {eps:g}: attack them together")
+                diff, p = pairs[(a, b, round(eps, 9))]
+                diffs.append(-diff)  # the table holds a - b: the baseline minus the method
+                ps.append(p)
+            one = rows.iloc[0]
+            out.append(f"| {label} | {eps:g} | {len(rows)} | {mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))} | "
+                       f"{mean_sd(diffs)} | {', '.join(f'{p:.3g}' for p in ps)} | {sum(p < 0.05 for p in ps)} of {len(ps)} |")
+    return "\n".join(out)
+
+
+def baselines_section(runs, res, total_s):
+    """results/mnist-baselines/baselines.md: the baselines beside the published anchors, the methods
+    on top of FGSM-RS, and each run's training time (log.csv)."""
+    t, lines = runs_table(res, "")
+    eps_grid = sorted(t[t.attack == "worst"].eps.unique())
+    names = sorted(d for d in os.listdir(runs) if os.path.isdir(os.path.join(runs, d)))
+    times = [f"| {name} | {len(log)} | {100 * log.test_acc.iloc[-1]:.2f} | {log.seconds.sum() / 60:.1f} |"
+             for name, log in ((name, read_log(runs, name)) for name in names)]
+    return "\n".join([
+        "## The field's baselines on MNIST, and the papers' methods on top (`bash baselines.sh`)", "",
+        f"Made by `bash baselines.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
+        "Worst case: a sample counts only if it survives every attack of the default suite at "
+        "`--budget=standard` (Croce & Hein's 100 APGD / FAB iterations, Square 5000) on the same test "
+        "images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.", "",
+        "### Baselines, beside the published anchors", "", baselines_table(t, eps_grid), "",
+        "### On top of FGSM-RS (same recipe and budget, seed by seed)", "", on_top_table(t, lines, eps_grid), "",
+        "### Training", "", "| run | epochs | clean test accuracy (%) | training time (min) |",
+        "|---|---|---|---|", *times, ""])
+
+
 def main(argv):
     usage = ("usage: python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
-             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S")
-    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 4}
+             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S | baselines RUNS RES TOTAL_S")
+    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 4, "baselines": 3}
     if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
         raise UserError(usage)
     command, args = argv[0], argv[1:]
@@ -320,6 +425,15 @@ def main(argv):
             f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
         print(table)
         print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")
+        return 0
+    if command == "baselines":
+        runs, res = args[:2]
+        text = baselines_section(runs, res, seconds[0])
+        atomic_write(os.path.join(res, "baselines.md"), lambda f: f.write(text.encode()))
+        results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
+        write_section(results, "mnist-baselines", text)
+        print(text)
+        print(f"written: {res}/baselines.md, {results} (its section)")
         return 0
     if command == "reproduce":
         dataset, runs, res, out = args[:4]

@@ -65,6 +65,26 @@ def test_baseline_objectives_are_wired_with_beta(method):
     assert not torch.allclose(fn(z, z_adv, y, beta=4.0), fn(z, z_adv, y, beta=1.0))
 
 
+@pytest.mark.parametrize("method,alpha,lam", [("pgd", 0.3, 0.0), ("pgd", 0.0, 0.0), ("pgd", 0.0, 2.5),
+                                              ("trades", 0.0, 0.0), ("mart", 0.0, 0.0)])
+def test_objective_gradient_with_and_without_clean_graph(method, alpha, lam):
+    """The weights' gradient is that of the objective written out here, whether or not the clean
+    forward keeps its graph (it does not for the weighted objective with ALPHA 0 and lambda 0)."""
+    from adversarial_baselines import mart_objective, trades_objective
+    model, x, y, x_adv = net_and_batch()
+    s = dict(SETTINGS, ADV_TRAIN=method, ALPHA=alpha, BETA=0.7, STRUCT_LAMBDA=lam, STRUCT_ON="logits")
+    loss = vgg_training.train_step(vgg_training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(),
+                                   lambda a, b: x_adv, vgg_training.structure_term(s), s, nullcontext())[0]
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    z, z_adv = model(x), model(x_adv)
+    expected = {"pgd": lambda: alpha * F.cross_entropy(z, y) + 0.7 * F.cross_entropy(z_adv, y),
+                "trades": lambda: trades_objective(z, z_adv, y, beta=0.7),
+                "mart": lambda: mart_objective(z, z_adv, y, beta=0.7)}[method]()
+    expected = expected + lam * SpatialStructureLoss("euclidean")(z, z_adv)
+    want = torch.autograd.grad(expected, list(model.parameters()))
+    assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+
+
 def test_training_attacks_follow_their_rules():
     """fgsm-rs: a uniform start and one step of 1.25 eps by default; trades / mart: their own inner
     attacks; every X_adv in the ball and in [0, 1]; the model back in train mode."""

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The field's adversarial-training baselines on MNIST at eps 0.3, and the papers' methods on top of
+# one of them (README: the field's baselines):
+#   baselines: FGSM-RS (Wong, Rice & Kolter 2020: preset fgsm-rs-mnist, its full recipe, 3 seeds);
+#     PGD-AT, TRADES and MART (presets pgd-at-mnist, trades-mnist, mart-mnist: SmallCNN) at BUDGET's
+#     epochs and attack steps, one seed;
+#   on top of FGSM-RS, same recipe and budget, seeds 0, 1, 2: PC + LC as the training loss (from the
+#     first epoch), SSC (lambda 300 on the logits, Euclidean) and RCC (lambda 15 on the features);
+#   then adv_testing.py at eps 0.1, 0.2, 0.3 with the default suite at --budget=standard (Croce &
+#   Hein's 100 APGD / FAB iterations, Square 5000), and report.py baselines: results/mnist-baselines/.
+# PART=baselines | on-top | all (default) splits the work into two sittings; BUDGET=cpu (default) |
+# full (the published epochs and 40 steps of 0.01: a GPU's job) | tiny (the tests' grid).
+# Runs with final.pt are not trained again, interrupted ones resume, finished attacks come from the
+# cache: rerunning the command does only what is missing. BASELINES_OUT=DIR writes runs/ and results/ there.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-.venv/bin/python}
+OUT=${BASELINES_OUT:-.}
+RUNS=$OUT/runs/mnist-baselines
+RES=$OUT/results/mnist-baselines
+PART=${PART:-all}
+BUDGET=${BUDGET:-cpu}
+EXTRA=${EXTRA:-}                 # more settings for every training run (tests: --dataset=digits)
+ATTACK_EXTRA=${ATTACK_EXTRA:-}   # more settings for every adv_testing.py call
+EPS=${EPS:-0.1,0.2,0.3}
+case $BUDGET in  # SMALLCNN: the settings that scale PGD-AT / TRADES / MART (recipe: 100 epochs, 40 x 0.01, LR x 0.1 at 55)
+  cpu)  SMALLCNN="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3"; SEEDS="0 1 2" ;;
+  full) SMALLCNN=""; SEEDS="0 1 2" ;;
+  tiny) SMALLCNN="--epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1"; SEEDS="0"
+        EXTRA="--epochs=1 $EXTRA" ;;
+  *) echo "error: BUDGET=$BUDGET is out of range: allowed cpu, full, tiny" >&2; exit 2 ;;
+esac
+case $PART in all|baselines|on-top) ;; *)
+  echo "error: PART=$PART is out of range: allowed all, baselines, on-top" >&2; exit 2 ;;
+esac
+# the methods on top of FGSM-RS (report.py: ON_TOP)
+declare -A ON_TOP=(
+  [pclc]="--loss=pclc"
+  [ssc]="--struct=ssc --struct_lambda=300 --struct_on=logits --struct_metric=euclidean"
+  [rcc]="--struct=rcc --struct_lambda=15 --struct_on=embedding"
+)
+mkdir -p "$RUNS" "$RES"
+START=$(date +%s)
+
+# one run: train it (unless done), its command kept beside it; one line with its time
+train() {
+  local name=$1; shift
+  local dir=$RUNS/$name
+  [ -f "$dir/final.pt" ] && return 0
+  local resume=false; [ -f "$dir/last.pt" ] && resume=true
+  local t0=$(date +%s)
+  $PY vgg_training.py "$@" $EXTRA --out_dir="$dir" --resume=$resume > "$dir.train.log" 2>&1 || {
+    echo "error: training $name failed (its output: $dir.train.log)" >&2; tail -1 "$dir.train.log" >&2; exit 1; }
+  echo "python vgg_training.py $* $EXTRA --out_dir=$dir" > "$dir/command.txt"
+  echo "$(date '+%H:%M:%S') trained $name in $(( $(date +%s) - t0 )) s"
+}
+# one table: the given runs attacked together on the same images
+attack() {
+  local table=$1; shift
+  local ckpts=() t0=$(date +%s)
+  for name in "$@"; do ckpts+=("$RUNS/$name/final.pt"); done
+  $PY adv_testing.py "${ckpts[@]}" --eps=$EPS --budget=standard --out=$RES/$table.csv $ATTACK_EXTRA \
+      > "$RES/$table.out" 2>&1 || {
+    echo "error: attacking $table failed (its output: $RES/$table.out)" >&2; exit 1; }
+  echo "$(date '+%H:%M:%S') attacked $table ($# models) in $(( $(date +%s) - t0 )) s"
+}
+
+if [ "$PART" != on-top ]; then
+  for method in pgd-at trades mart; do train $method --preset=$method-mnist $SMALLCNN; done
+  for seed in $SEEDS; do train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed; done
+  attack baselines pgd-at trades mart fgsm-rs-seed-0
+fi
+if [ "$PART" != baselines ]; then
+  for seed in $SEEDS; do
+    train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed
+    for method in pclc ssc rcc; do
+      train $method-seed-$seed --preset=fgsm-rs-mnist --seed=$seed ${ON_TOP[$method]}
+    done
+    attack on-top-seed-$seed fgsm-rs-seed-$seed pclc-seed-$seed ssc-seed-$seed rcc-seed-$seed
+  done
+fi
+END=$(date +%s)
+$PY report.py baselines "$RUNS" "$RES" "$((END - START))"
+echo "baselines finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

@@ -1,0 +1,92 @@
+"""baselines.sh end to end on its tiny budget (digits instead of MNIST, one epoch, small attack
+budgets), and report.py's baselines tables on hand-made inputs."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import report
+
+ENV = dict(BUDGET="tiny", EXTRA="--dataset=digits", EPS="0.1,0.3",
+           ATTACK_EXTRA="--n=16 --n_strong=8 --apgd_steps=2 --fab_steps=2 --square_queries=10 --spsa_iters=2")
+
+
+def baselines(root, out, **extra):
+    env = dict(os.environ, PYTHON=sys.executable, BASELINES_OUT=str(out), **dict(ENV, **extra))
+    return subprocess.run(["bash", os.path.join(root, "baselines.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_tiny_baselines_and_rerun(root, tmp_path):
+    first = baselines(root, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    res = tmp_path / "results/mnist-baselines"
+    assert sorted(f for f in os.listdir(res) if f.endswith(".csv")) == ["baselines.csv", "on-top-seed-0.csv"]
+    on_top = pd.read_csv(res / "on-top-seed-0.csv")
+    assert sorted(on_top.checkpoint.unique()) == ["fgsm-rs-seed-0/final", "pclc-seed-0/final", "rcc-seed-0/final",
+                                                  "ssc-seed-0/final"]
+    assert first.stdout.count(" trained ") == 7 and first.stdout.count(" attacked ") == 2
+    text = (res / "baselines.md").read_text()
+    assert "| TRADES (SmallCNN): published, Croce & Hein 2020, AutoAttack | - | 99.48 | - | 92.81 (published) |" in text
+    assert text.count("| PC + LC (training loss) |") == 2 and "| trades | 1 |" in text
+    command = (tmp_path / "runs/mnist-baselines/ssc-seed-0/command.txt").read_text()
+    assert "--preset=fgsm-rs-mnist --seed=0 --struct=ssc --struct_lambda=300 --struct_on=logits" in command
+    assert "<!-- mnist-baselines -->" in (tmp_path / "RESULTS.md").read_text()
+    second = baselines(root, tmp_path, PART="on-top")
+    assert second.returncode == 0, second.stderr[-2000:]
+    rewritten = (res / "baselines.md").read_text()
+    assert " trained " not in second.stdout  # nothing trained again, the same tables (all but the timing)
+    assert rewritten.split("### Baselines")[1] == text.split("### Baselines")[1]
+
+
+def test_bad_part_and_budget_are_one_line(root, tmp_path):
+    bad = baselines(root, tmp_path, PART="some")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: PART=some is out of range: allowed all, baselines, on-top"]
+    bad = baselines(root, tmp_path, BUDGET="huge")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: BUDGET=huge is out of range: allowed cpu, full, tiny"]
+
+
+def rows(checkpoint, clean, worst):
+    out = [dict(checkpoint=checkpoint, attack="clean", eps=0.0, accuracy=clean, ci_low=clean - 0.01,
+                ci_high=clean + 0.01, n=10000, budget="standard")]
+    return out + [dict(checkpoint=checkpoint, attack="worst", eps=eps, accuracy=acc, ci_low=acc - 0.05,
+                       ci_high=acc + 0.05, n=200, budget="standard") for eps, acc in worst.items()]
+
+
+@pytest.fixture
+def tables(tmp_path):
+    """Two seeds of FGSM-RS and SSC on top, one PGD-AT; SSC + 4 and + 2 points at eps 0.3."""
+    res = tmp_path / "res"
+    res.mkdir()
+    base = rows("pgd-at/final", 0.98, {0.3: 0.80}) + rows("fgsm-rs-seed-0/final", 0.97, {0.3: 0.70})
+    pd.DataFrame(base).to_csv(res / "baselines.csv", index=False)
+    (res / "baselines.md").write_text("| pgd-at/final - fgsm-rs-seed-0/final | 0.3 | +10.0 | 0.001 | beyond noise |\n")
+    for seed, (b, a, p) in enumerate(((0.70, 0.74, 0.01), (0.72, 0.74, 0.3))):
+        pd.DataFrame(rows(f"fgsm-rs-seed-{seed}/final", 0.97, {0.3: b}) + rows(f"ssc-seed-{seed}/final", 0.96, {0.3: a})
+                     ).to_csv(res / f"on-top-seed-{seed}.csv", index=False)
+        (res / f"on-top-seed-{seed}.md").write_text(
+            f"| fgsm-rs-seed-{seed}/final - ssc-seed-{seed}/final | 0.3 | {100 * (b - a):+.1f} | {p} | x |\n")
+    return res
+
+
+def test_baselines_table_seeds_and_anchors(tables):
+    t, lines = report.runs_table(tables, "")
+    assert len(t[t.checkpoint == "fgsm-rs-seed-0/final"]) == 2  # in two tables, counted once
+    got = report.baselines_table(t, [0.3]).splitlines()
+    assert got[2] == "| fgsm-rs | 2 | 97.0 ± 0.0 | 71.0 ± 1.4 |"
+    assert got[3] == "| pgd-at | 1 | 98.0 [97.0, 99.0] | 80.0 [75.0, 85.0] |"
+    assert got[4].startswith("| TRADES (SmallCNN): published") and len(got) == 4 + len(report.PUBLISHED["mnist"])
+
+
+def test_on_top_difference_is_method_minus_baseline(tables):
+    t, lines = report.runs_table(tables, "")
+    got = report.on_top_table(t, lines, [0.3]).splitlines()
+    assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
+    (tables / "on-top-seed-1.md").write_text("")
+    t, lines = report.runs_table(tables, "")
+    with pytest.raises(report.UserError, match="ssc-seed-1/final with fgsm-rs-seed-1/final at eps 0.3"):
+        report.on_top_table(t, lines, [0.3])
