@@ -4,16 +4,18 @@ study_mnist.sh and baselines.sh call it):
     python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S   # one dataset's reproduction
     python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
     python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
-    python report.py ssc-points RUNS RES FIGURE TOTAL_S         # study_mnist.sh: points.csv, figure, section
+    python report.py ssc-points RUNS RES FIGURE TOTAL_S GRID    # study_mnist.sh: points.csv, figure, section
     python report.py baselines RUNS RES TOTAL_S                 # baselines.sh: baselines.md, section
 
 RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
 Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
 one section is rewritten without touching the others.
 """
+import json
 import os
 import re
 import sys
+import time
 
 from checkpoints import atomic_write, make_dirs
 from errors import UserError, run
@@ -246,6 +248,17 @@ def ssc_points(runs, res):
         {"fgsm": 0, "pgd": 1, "mim": 2}) if c.name == "attack" else c).reset_index(drop=True)
 
 
+def sweep_timing(runs, res):
+    """What the sweep's work took, from its own records (the same on every rerun): training, the sum
+    of the points' epoch times (log.csv); attacking, the sum of the jobs' times in RES/*.log."""
+    train_s = sum(read_log(runs, d).seconds.sum() for d in sorted(os.listdir(runs))
+                  if os.path.isfile(os.path.join(runs, d, "log.csv")))
+    attack_s = 0.0
+    for name in sorted(f for f in os.listdir(res) if re.fullmatch(r"(fgsm|pgd|mim)-eps[\d.]+\.log", f)):
+        attack_s += sum(float(m) for m in re.findall(r"computed in ([\d.]+) s", read_text(os.path.join(res, name))))
+    return dict(train_s=round(float(train_s), 1), attack_s=round(attack_s, 1))
+
+
 def plot_points(points, path):
     """The paper's layout: three panels (FGSM, PGD, MIM), accuracy against eps, one colour per
     lambda; the paper's number solid, the worst case of the same models dashed, seed 0, intervals
@@ -397,8 +410,8 @@ def baselines_section(runs, res, total_s):
 
 def main(argv):
     usage = ("usage: python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
-             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S | baselines RUNS RES TOTAL_S")
-    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 4, "baselines": 3}
+             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RUNS RES TOTAL_S")
+    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 5, "baselines": 3}
     if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
         raise UserError(usage)
     command, args = argv[0], argv[1:]
@@ -406,7 +419,8 @@ def main(argv):
         print(best_lambda(args[0]))
         return 0
     try:
-        seconds = [float(a) for a in args[-2 if command == "reproduce" else -1:]]
+        seconds = [float(a) for a in (args[-2:] if command == "reproduce" else args[3:4] if command == "ssc-points"
+                                      else args[-1:])]
     except ValueError:
         raise UserError(usage) from None
     if command == "ssc-points":
@@ -419,6 +433,9 @@ def main(argv):
                 f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
                 f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
         atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
+        timing = dict(sweep_timing(runs, res), last_invocation_s=seconds[0], points=len(points),
+                      cores=os.cpu_count(), grid=args[4], date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
+        atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
         results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
         write_section(results, "mnist-ssc-protocol", "\n".join([
             "## The title paper's MNIST figure in its own protocol (`bash study_mnist.sh`)", "", text,

@@ -78,5 +78,5 @@ for attack in pgd mim; do
   for eps in $PANEL_EPS; do column "$attack" "$eps" "$PANEL_LAMBDAS" 0; done
 done
 END=$(date +%s)
-$PY report.py ssc-points "$RUNS" "$RES" "$OUT/Figures/mnist-ssc-protocol.png" "$((END - START))"
+$PY report.py ssc-points "$RUNS" "$RES" "$OUT/Figures/mnist-ssc-protocol.png" "$((END - START))" "$GRID"
 echo "sweep finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

@@ -1,11 +1,13 @@
 """study_mnist.sh end to end on its tiny grid (digits instead of MNIST, one epoch, small attack
 budgets): every point trained and attacked, points.csv and the figure written, and a rerun does
 nothing but rewrite them, identically."""
+import json
 import os
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import report
 
@@ -38,10 +40,18 @@ def test_tiny_sweep_and_its_rerun(root, tmp_path):
     table = (tmp_path / "results/mnist-ssc-protocol/points.md").read_text()
     assert "| fgsm | 0.3 | 0 | 3 |" in table and "(sd)" in table and "| pgd | 0.3 | 0 | 1 |" in table
     assert first.stdout.count(" trained ") == 6 and first.stdout.count(" attacked ") == 3
+    timing = json.loads((tmp_path / "results/mnist-ssc-protocol/timing.json").read_text())
+    logs = [pd.read_csv(tmp_path / "runs/mnist-ssc" / d / "log.csv").seconds.sum()
+            for d in os.listdir(tmp_path / "runs/mnist-ssc") if os.path.isdir(tmp_path / "runs/mnist-ssc" / d)]
+    assert timing["points"] == 6 and timing["grid"] == "tiny" and timing["train_s"] == pytest.approx(sum(logs), abs=0.2)
+    assert timing["attack_s"] > 0
+    assert "<!-- mnist-ssc-protocol -->" in (tmp_path / "RESULTS.md").read_text()
     second = sweep(root, tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     assert " trained " not in second.stdout  # nothing trained again
     assert pd.read_csv(tmp_path / "results/mnist-ssc-protocol/points.csv").equals(points)
+    again = json.loads((tmp_path / "results/mnist-ssc-protocol/timing.json").read_text())
+    assert (again["train_s"], again["attack_s"]) == (timing["train_s"], timing["attack_s"])  # the work's record, not the rerun's
 
 
 def test_bad_grid_is_one_line(root, tmp_path):
