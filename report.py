@@ -216,9 +216,10 @@ POINT_COLUMNS = ["attack", "eps", "lambda", "seed", "clean_accuracy", "paper_acc
 
 
 def warnings_of(md_text, label):
-    """The sanity-check warnings adv_testing.py's table gives `label` (lines '- label: WARNING ...')."""
+    """The sanity-check warnings adv_testing.py's table gives `label` (its lines '- label: ...' that
+    hold WARNING, wherever the word stands in the sentence)."""
     return [line.split(": ", 1)[1] for line in md_text.splitlines()
-            if line.startswith(f"- {label}: WARNING")]
+            if line.startswith(f"- {label}: ") and "WARNING" in line]
 
 
 def ssc_points(runs, res):

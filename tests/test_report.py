@@ -133,3 +133,13 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     assert "log.csv is missing" in err[2] and "cifar10 is out of range" in err[3]
+
+
+def test_warnings_of_finds_every_warning_of_its_label():
+    md = ("- a/final: PGD at eps 0.5 leaves 0.0% accuracy\n"
+          "- a/final: PGD at eps 0.5 leaves 11.0% accuracy -- WARNING: it should reach about 0; gradients may be masked\n"
+          "- a/final: WARNING the released attacks overstate robustness by 4.5 points at eps 0.3\n"
+          "- ab/final: WARNING other model\n")
+    got = report.warnings_of(md, "a/final")
+    assert got == ["PGD at eps 0.5 leaves 11.0% accuracy -- WARNING: it should reach about 0; gradients may be masked",
+                   "WARNING the released attacks overstate robustness by 4.5 points at eps 0.3"]
