@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -21,3 +22,10 @@ def ckpt(tmp_path_factory):
     assert vgg_training.main(["--dataset=digits", "--warmup_epochs=3", "--epochs=0", "--lr=0.005",
                               f"--out_dir={out}"]) == 0
     return str(out / "final.pt")
+
+
+def run_script(script, env):
+    """bash SCRIPT of the repository with the environment's variables plus `env` (this Python as
+    PYTHON): the completed process, its output captured."""
+    return subprocess.run(["bash", os.path.join(ROOT, script)], env=dict(os.environ, PYTHON=sys.executable, **env),
+                          capture_output=True, text=True, timeout=900)

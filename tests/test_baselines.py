@@ -1,22 +1,19 @@
 """baselines.sh end to end on its tiny budget (digits instead of MNIST, one epoch, small attack
 budgets), and report.py's baselines tables on hand-made inputs."""
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 import report
+from conftest import run_script
 
 ENV = dict(BUDGET="tiny", EXTRA="--dataset=digits", EPS="0.1,0.3",
            ATTACK_EXTRA="--n=16 --n_strong=8 --apgd_steps=2 --fab_steps=2 --square_queries=10 --spsa_iters=2")
 
 
 def baselines(root, out, **extra):
-    env = dict(os.environ, PYTHON=sys.executable, BASELINES_OUT=str(out), **dict(ENV, **extra))
-    return subprocess.run(["bash", os.path.join(root, "baselines.sh")], env=env, capture_output=True,
-                          text=True, timeout=900)
+    return run_script("baselines.sh", dict(ENV, BASELINES_OUT=str(out), **extra))
 
 
 def test_tiny_baselines_and_rerun(root, tmp_path):

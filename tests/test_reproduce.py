@@ -1,22 +1,17 @@
 """reproduce.sh end to end on digits (the stand-in for MNIST: its three runs, one epoch a phase, small
 attack budgets): every run trained and attacked, its figures and its RESULTS.md section written, and
 a rerun trains nothing again."""
-import os
-import subprocess
-import sys
 
 import pandas as pd
+
+from conftest import run_script
 
 ENV = dict(DATASETS="digits", EXTRA="--warmup_epochs=1 --epochs=1 --lr=0.01",
            ATTACK_EXTRA="--n=16 --n_strong=8 --apgd_steps=2 --fab_steps=2 --square_queries=10 --spsa_iters=2 --eps=0.1,0.3",
            FIGURE_EXTRA="--n_motivation=40 --n_tsne=40 --fgsm_eps=0.1 --mim_eps=0.1")
 
-
 def reproduce(root, out, **extra):
-    env = dict(os.environ, PYTHON=sys.executable, REPRO_OUT=str(out), **dict(ENV, **extra))
-    return subprocess.run(["bash", os.path.join(root, "reproduce.sh")], env=env, capture_output=True,
-                          text=True, timeout=900)
-
+    return run_script("reproduce.sh", dict(ENV, REPRO_OUT=str(out), **extra))
 
 def test_digits_reproduction_and_its_rerun(root, tmp_path):
     first = reproduce(root, tmp_path)
@@ -36,7 +31,6 @@ def test_digits_reproduction_and_its_rerun(root, tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert "phase warmup" not in second.stdout  # nothing trained again
     assert pd.read_csv(tmp_path / "results/digits-lenet5/robustness.csv").equals(table)
-
 
 def test_unknown_dataset_is_one_line(root, tmp_path):
     bad = reproduce(root, tmp_path, DATASETS="cifar10")

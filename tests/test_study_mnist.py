@@ -3,22 +3,19 @@ budgets): every point trained and attacked, points.csv and the figure written, a
 nothing but rewrite them, identically."""
 import json
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 import report
+from conftest import run_script
 
 ENV = dict(GRID="tiny", EPOCHS="1", EXTRA="--dataset=digits --lr=0.05",
            ATTACK_EXTRA="--n=12 --n_strong=12 --apgd_steps=2 --fab_steps=2 --square_queries=20")
 
 
 def sweep(root, out, **extra):
-    env = dict(os.environ, PYTHON=sys.executable, SWEEP_OUT=str(out), **dict(ENV, **extra))
-    return subprocess.run(["bash", os.path.join(root, "study_mnist.sh")], env=env, capture_output=True,
-                          text=True, timeout=900)
+    return run_script("study_mnist.sh", dict(ENV, SWEEP_OUT=str(out), **extra))
 
 
 def test_tiny_sweep_and_its_rerun(root, tmp_path):
