@@ -23,16 +23,19 @@ import time
 import torch
 from torch import nn
 
-from cli import WRITABLE_FILE, check_settings, interval, parse_settings, settings_of
+from cli import WRITABLE_FILE, check_settings, each, interval, one_of, parse_settings, settings_of
 from errors import UserError, run
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 REPEATS = 5                   # measured repetitions of every pair (after one warm-up)
 OUT = "results/bench.json"    # where the figures are written
 SEED = 0
+ONLY = []                     # measure only these groups (GROUPS below; empty: all of them)
 
+GROUPS = ("main-job", "epoch", "speed-choices", "default-suite", "loss-cost", "training-step", "input-pipeline",
+          "adversarial-training", "cpu-bf16", "sweep-record", "gpu", "reproduce")
 RANGES = {"REPEATS": interval("[1, inf)", integer=True), "OUT": WRITABLE_FILE,
-          "SEED": interval("[0, inf)", integer=True)}
+          "SEED": interval("[0, inf)", integer=True), "ONLY": each(one_of(*GROUPS))}
 # -------------------------------------------------------------------------------------------------
 
 
@@ -577,18 +580,22 @@ def main(argv):
     work = tempfile.mkdtemp(prefix="bench-")
     ckpt = os.path.join(work, "final.pt")  # written by the epoch figure, attacked by the next ones
     # the main job first: the peak of child processes would otherwise include DataLoader workers
-    for name, fn in (("main job", lambda: main_job(quick)),
-                     ("epoch", lambda: epoch_cost(repeats, quick, work)),
-                     ("speed choices", lambda: layout_choices(repeats, quick, ckpt)),
-                     ("default suite", lambda: suite_cost(repeats, quick, ckpt)),
-                     ("loss cost", lambda: loss_cost(repeats, quick)),
-                     ("training step", lambda: train_step_cost(repeats, quick)),
-                     ("input pipeline", lambda: pipeline_cost(repeats, quick)),
-                     ("adversarial training", lambda: adv_training_cost(repeats, quick)),
-                     ("CPU bf16", lambda: bf16_cost(repeats, quick)),
-                     ("MNIST sweep record", sweep_record),
-                     ("GPU", lambda: gpu_speed(repeats, quick)),
-                     ("reproduce.sh", lambda: reproduce_job(quick))):
+    jobs = {"main-job": lambda: main_job(quick),
+            "epoch": lambda: epoch_cost(repeats, quick, work),
+            "speed-choices": lambda: layout_choices(repeats, quick, ckpt),  # these two attack the epoch's model
+            "default-suite": lambda: suite_cost(repeats, quick, ckpt),
+            "loss-cost": lambda: loss_cost(repeats, quick),
+            "training-step": lambda: train_step_cost(repeats, quick),
+            "input-pipeline": lambda: pipeline_cost(repeats, quick),
+            "adversarial-training": lambda: adv_training_cost(repeats, quick),
+            "cpu-bf16": lambda: bf16_cost(repeats, quick),
+            "sweep-record": sweep_record,
+            "gpu": lambda: gpu_speed(repeats, quick),
+            "reproduce": lambda: reproduce_job(quick)}
+    wanted = [g for g in GROUPS if not s["ONLY"] or g in s["ONLY"]]
+    if {"speed-choices", "default-suite"} & set(wanted) and "epoch" not in wanted:
+        wanted = [g for g in GROUPS if g in wanted or g == "epoch"]  # they need its checkpoint
+    for name, fn in ((g, jobs[g]) for g in wanted):
         start = time.perf_counter()
         torch.manual_seed(s["SEED"])  # every figure starts from --seed
         print(f"measuring {name} ...", end=" ", flush=True)

@@ -43,7 +43,7 @@ BAD = {
         "CE": [], "PC": [], "OUT_DIR": [], "N_MOTIVATION": ["0"], "N_TSNE": ["30"], "FGSM_EPS": ["0", "x"],
         "MIM_EPS": ["2"], "TSNE_EPS": ["-0.1", "1.5"], "DATA_DIR": [], "SEED": ["-1"], "DEVICE": ["gpu"],
     },
-    "bench": {"REPEATS": ["0"], "OUT": [], "SEED": ["-2"]},
+    "bench": {"REPEATS": ["0"], "OUT": [], "SEED": ["-2"], "ONLY": ["everything", "cpu-bf16,x"]},
 }
 
 
