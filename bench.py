@@ -150,18 +150,36 @@ def adv_batches(quick):
     return [train.batch(torch.arange(i * 128, (i + 1) * 128)) for i in range(2 if quick else 8)]
 
 
+def adv_trainer(model_name, s, batches, channels_last=True, cast=None):
+    """(net, optimiser, go): a fresh `model_name` and go(), one adversarial-training pass of
+    vgg_training.py's objective over `batches` (optimiser step included), under `cast` if given."""
+    import vgg_training
+    from models import build_model
+    model = build_model(model_name, 1, 28, 10)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net, opt = vgg_training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
+    attack, struct = vgg_training.make_attack(model, 10, s), vgg_training.structure_term(s)
+    cast = cast or vgg_training.nullcontext()
+
+    def go():
+        for x, y in batches:
+            opt.zero_grad()
+            with cast:  # the attack's passes too
+                loss = vgg_training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
+            loss.backward()
+            opt.step()
+    return net, opt, go
+
+
 def adv_training_cost(repeats, quick):
     """Per method (LeNet-5 on MNIST batches): one adversarial-training pass over the batches (the
     objective of vgg_training.py, optimiser step included) against (attack steps + 1) plain
     forward-backward-step passes over the same batches."""
-    import vgg_training
-    from models import build_model
     batches, out = adv_batches(quick), {}
     for method, (preset, steps) in ADV_COST_METHODS.items():
         s = adv_settings(preset, 2 if quick else steps, "lenet5")
-        model = build_model("lenet5", 1, 28, 10).to(memory_format=torch.channels_last)
-        net, opt = vgg_training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
-        attack, struct = vgg_training.make_attack(model, 10, s), vgg_training.structure_term(s)
+        net, opt, adversarial = adv_trainer("lenet5", s, batches)
         ce = nn.CrossEntropyLoss()
 
         def plain():
@@ -170,12 +188,6 @@ def adv_training_cost(repeats, quick):
                     opt.zero_grad()
                     ce(net(x)[0], y).backward()
                     opt.step()
-
-        def adversarial():
-            for x, y in batches:
-                opt.zero_grad()
-                vgg_training.train_step(net, (x, y), ce, attack, struct, s, vgg_training.nullcontext())[0].backward()
-                opt.step()
 
         r = paired(plain, adversarial, repeats)
         out[f"adv_epoch_{method}"] = figure(
@@ -187,30 +199,12 @@ def adv_training_cost(repeats, quick):
 def bf16_cost(repeats, quick):
     """CPU bf16 autocast + channels_last against fp32 (contiguous) for a PGD adversarial-training step
     (10 steps) of LeNet-5 and of SmallCNN on MNIST batches: fp32 time / bf16 time."""
-    import vgg_training
-    from models import build_model
     batches, out = adv_batches(quick)[:1], {}
     for model_name in ("lenet5", "smallcnn"):
         s = adv_settings("pgd-at-mnist", 2 if quick else 10, model_name)
-
-        def step_with(bf16):
-            model = build_model(model_name, 1, 28, 10)
-            if bf16:
-                model = model.to(memory_format=torch.channels_last)
-            net, opt = vgg_training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
-            attack, struct = vgg_training.make_attack(model, 10, s), vgg_training.structure_term(s)
-            cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else vgg_training.nullcontext()
-
-            def go():
-                for x, y in batches:
-                    opt.zero_grad()
-                    with cast:  # the attack's passes too
-                        loss = vgg_training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
-                    loss.backward()
-                    opt.step()
-            return go
-
-        r = paired(step_with(True), step_with(False), repeats)
+        bf16 = adv_trainer(model_name, s, batches, cast=torch.autocast("cpu", dtype=torch.bfloat16))[2]
+        fp32 = adv_trainer(model_name, s, batches, channels_last=False)[2]
+        r = paired(bf16, fp32, repeats)
         out[f"cpu_bf16_{model_name}"] = figure(
             r["ratio"], 1.2, "min", f"{model_name} PGD-{s['ADV_STEPS']} adversarial-training step on MNIST (batch 128): "
             "fp32 / bf16 autocast + channels_last time on this CPU (training adopts bf16 at >= 1.2x)", **r)

@@ -55,6 +55,11 @@ def read_text(path):
         return f.read()
 
 
+def results_beside(res):
+    """RESULTS.md of the output folder that holds results/NAME (res)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
+
+
 def write_section(path, name, text):
     """RESULTS.md at `path` with section `name` set to `text`; its other marked sections kept, all
     in the order of SECTIONS (text outside the markers is not kept)."""
@@ -65,6 +70,14 @@ def write_section(path, name, text):
     sections[name] = text.rstrip("\n") + "\n"
     parts = [f"<!-- {key} -->\n{sections[key]}<!-- /{key} -->\n" for key in SECTIONS if key in sections]
     atomic_write(path, lambda f: f.write("\n".join(["# Results\n", *parts]).encode()))
+
+
+def published_rows(dataset, eps_grid, before=""):
+    """The published anchors of `dataset` as table rows: clean, and the robust figure in its eps
+    column (marked published), `before` the cells between the model and its clean accuracy."""
+    return [f"| {model}: published, {source} | {before}{clean:.2f} | "
+            + " | ".join(f"{robust} (published)" if abs(e - eps) < 1e-9 else "-" for e in eps_grid) + " |"
+            for model, clean, robust, eps, source in PUBLISHED[dataset]]
 
 
 def summary_table(res, dataset, runs):
@@ -83,16 +96,14 @@ def summary_table(res, dataset, runs):
         worst = {round(r.eps, 9): cell(r) for r in part[part.attack == "worst"].itertuples()}
         clean = part[part.attack == "clean"].iloc[0]
         lines.append(f"| {name} | {cell(clean)} | " + " | ".join(worst.get(round(e, 9), "-") for e in eps_grid) + " |")
-    for model, clean, robust, eps, source in PUBLISHED[dataset]:
-        cells = [f"{robust} (published)" if abs(e - eps) < 1e-9 else "-" for e in eps_grid]
-        lines.append(f"| {model}: published, {source} | {clean:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + published_rows(dataset, eps_grid))
 
 
 def reproduce_section(dataset, runs, res, out, trained_s, total_s):
-    """One dataset's part of RESULTS.md: training (last epoch of each run), the summary with the
-    published anchors, the robustness table and the figures."""
+    """One dataset's part of RESULTS.md (training: last epoch of each run; the summary with the
+    published anchors; the robustness table; the figures), and the summary table alone."""
     logs = {name: read_log(runs, name) for name in REPRO_RUNS[dataset]}
+    summary = summary_table(res, dataset, REPRO_RUNS[dataset])
     rows = [f"| {name} | {len(log)} | {100 * log.iloc[-1].test_acc:.2f}% | {log.iloc[-1].prob_gap:.4f} | "
             f"{log.seconds.sum():.0f} s |" for name, log in logs.items()]
     training_min = sum(log.seconds.sum() for log in logs.values()) / 60
@@ -109,13 +120,13 @@ def reproduce_section(dataset, runs, res, out, trained_s, total_s):
         "### Worst case over the default suite, beside the published anchors", "",
         "Our rows: `worst` of `adv_testing.py` (a sample counts only if it survives every attack at that eps; "
         "clean on the whole test set). Published rows are other papers' models and budgets, for scale.", "",
-        summary_table(res, dataset, REPRO_RUNS[dataset]), "",
+        summary, "",
         "### Robustness (`adv_testing.py`)", "", read_text(os.path.join(res, "robustness.md")), "",
         f"![robustness]({prefix}-robustness.png)", "",
         figures.replace("# Figures", "### Figures"), "",
         f"![motivation]({prefix}-motivation.png)", "",
         f"![effect]({prefix}-effect.png)", "",
-        f"![t-SNE]({prefix}-tsne.png)", ""])
+        f"![t-SNE]({prefix}-tsne.png)", ""]), summary
 
 
 def study_table(csv):
@@ -309,17 +320,16 @@ def points_table(points):
 _RUN = re.compile(r"^([a-z-]+?)(?:-seed-(\d+))?/final$")
 BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")    # baselines.sh's runs
 ON_TOP = {"pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
-BASELINE_ANCHOR = {"fgsm-rs": "FGSM-RS (Wong's net)", "pgd-at": "PGD-AT (Madry's CNN)", "trades": "TRADES (SmallCNN)"}
 _PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 
 
-def runs_table(res, prefix):
-    """Every row of the adv_testing.py tables RES/prefix*.csv with `method` and `seed` columns (a
+def runs_table(res):
+    """Every row of the adv_testing.py tables RES/*.csv with `method` and `seed` columns (a
     checkpoint in two tables counts once: the images are the same), and their Markdown's lines."""
     import pandas as pd
-    names = sorted(f for f in os.listdir(res) if f.startswith(prefix) and f.endswith(".csv"))
+    names = sorted(f for f in os.listdir(res) if f.endswith(".csv"))
     if not names:
-        raise UserError(f"{res} holds no {prefix}*.csv: run baselines.sh first")
+        raise UserError(f"{res} holds no *.csv: run baselines.sh first")
     t = pd.concat([pd.read_csv(os.path.join(res, f)) for f in names]).drop_duplicates(
         ["checkpoint", "attack", "eps"])
     parts = t.checkpoint.str.extract(_RUN)
@@ -329,7 +339,7 @@ def runs_table(res, prefix):
 
 
 def mean_sd(values, interval=None):
-    """'m ± sd (sd, k seeds)' for several values, 'm [lo, hi]' (the interval given) for one."""
+    """'m ± sd' (sample standard deviation) for several values, 'm [lo, hi]' (the interval given) for one."""
     values = list(values)
     if len(values) > 1:
         m = sum(values) / len(values)
@@ -352,10 +362,7 @@ def baselines_table(t, eps_grid):
             return mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))
         lines.append(f"| {method} | {part.seed.nunique()} | {cell('clean')} | "
                      + " | ".join(cell("worst", e) for e in eps_grid) + " |")
-    for model, clean, robust, eps, source in PUBLISHED["mnist"]:
-        cells = [f"{robust} (published)" if abs(e - eps) < 1e-9 else "-" for e in eps_grid]
-        lines.append(f"| {model}: published, {source} | - | {clean:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + published_rows("mnist", eps_grid, before="- | "))
 
 
 def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
@@ -392,7 +399,7 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
 def baselines_section(runs, res, total_s):
     """results/mnist-baselines/baselines.md: the baselines beside the published anchors, the methods
     on top of FGSM-RS, and each run's training time (log.csv)."""
-    t, lines = runs_table(res, "")
+    t, lines = runs_table(res)
     eps_grid = sorted(t[t.attack == "worst"].eps.unique())
     names = sorted(d for d in os.listdir(runs) if os.path.isdir(os.path.join(runs, d)))
     times = [f"| {name} | {len(log)} | {100 * log.test_acc.iloc[-1]:.2f} | {log.seconds.sum() / 60:.1f} |"
@@ -413,6 +420,7 @@ def main(argv):
     usage = ("usage: python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
              "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RUNS RES TOTAL_S")
     counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 5, "baselines": 3}
+    timings = {"reproduce": slice(4, 6), "study": slice(3, 4), "ssc-points": slice(3, 4), "baselines": slice(2, 3)}
     if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
         raise UserError(usage)
     command, args = argv[0], argv[1:]
@@ -420,8 +428,7 @@ def main(argv):
         print(best_lambda(args[0]))
         return 0
     try:
-        seconds = [float(a) for a in (args[-2:] if command == "reproduce" else args[3:4] if command == "ssc-points"
-                                      else args[-1:])]
+        seconds = [float(a) for a in args[timings[command]]]
     except ValueError:
         raise UserError(usage) from None
     if command == "ssc-points":
@@ -437,7 +444,7 @@ def main(argv):
         timing = dict(sweep_timing(runs, res), last_invocation_s=seconds[0], points=len(points),
                       cores=os.cpu_count(), grid=args[4], date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
         atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
-        results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
+        results = results_beside(res)
         write_section(results, "mnist-ssc-protocol", "\n".join([
             "## The title paper's MNIST figure in its own protocol (`bash study_mnist.sh`)", "", text,
             f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
@@ -448,7 +455,7 @@ def main(argv):
         runs, res = args[:2]
         text = baselines_section(runs, res, seconds[0])
         atomic_write(os.path.join(res, "baselines.md"), lambda f: f.write(text.encode()))
-        results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
+        results = results_beside(res)
         write_section(results, "mnist-baselines", text)
         print(text)
         print(f"written: {res}/baselines.md, {results} (its section)")
@@ -457,9 +464,9 @@ def main(argv):
         dataset, runs, res, out = args[:4]
         if dataset not in REPRO_RUNS:
             raise UserError(f"dataset {dataset} is out of range: reproduce.sh runs {', '.join(REPRO_RUNS)}")
-        text = reproduce_section(dataset, runs, res, out, *seconds)
+        text, summary = reproduce_section(dataset, runs, res, out, *seconds)
         write_section(os.path.join(out, "RESULTS.md"), f"reproduce-{dataset}", text)
-        print(summary_table(res, dataset, REPRO_RUNS[dataset]))
+        print(summary)
         print(f"written: {os.path.join(out, 'RESULTS.md')} (the {dataset} section)")
         return 0
     runs, res, best = args[:3]

@@ -71,7 +71,7 @@ def tables(tmp_path):
 
 
 def test_baselines_table_seeds_and_anchors(tables):
-    t, lines = report.runs_table(tables, "")
+    t, lines = report.runs_table(tables)
     assert len(t[t.checkpoint == "fgsm-rs-seed-0/final"]) == 2  # in two tables, counted once
     got = report.baselines_table(t, [0.3]).splitlines()
     assert got[2] == "| fgsm-rs | 2 | 97.0 ± 0.0 | 71.0 ± 1.4 |"
@@ -80,10 +80,10 @@ def test_baselines_table_seeds_and_anchors(tables):
 
 
 def test_on_top_difference_is_method_minus_baseline(tables):
-    t, lines = report.runs_table(tables, "")
+    t, lines = report.runs_table(tables)
     got = report.on_top_table(t, lines, [0.3]).splitlines()
     assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
     (tables / "on-top-seed-1.md").write_text("")
-    t, lines = report.runs_table(tables, "")
+    t, lines = report.runs_table(tables)
     with pytest.raises(report.UserError, match="ssc-seed-1/final with fgsm-rs-seed-1/final at eps 0.3"):
         report.on_top_table(t, lines, [0.3])
