@@ -254,6 +254,13 @@ def pgd_accuracy(model, probe, eps, seed):
         return (model(adv).argmax(1) == y).float().mean().item()
 
 
+def collapsed(best, now, share=0.3, floor=0.2):
+    """Catastrophic overfitting: the probe's PGD-10 accuracy `now` fell below `share` of its best
+    earlier value. A best under `floor` is no robustness to lose yet (early epochs of FGSM-RS sit
+    near 5 % and swing to 1 %), so nothing is called a collapse before the probe first reaches it."""
+    return best is not None and best >= floor and now < share * best
+
+
 def phase_loss(name, margin, lc_weight):
     """The loss of a phase: ce, pc (margin: the PC loss's xi), or pclc = PC + lc_weight * LC."""
     if name == "ce":
@@ -490,7 +497,7 @@ def epoch_row(r, phase, epoch, n_epochs, sums, lr, seconds, log_rows):
                struct_loss=float(f"{sums[3].item() / sums[2].item():.6g}") if r.attack else "",
                train_pgd_acc="" if r.probe is None else round(pgd_accuracy(r.model, r.probe, r.s["ADV_EPS"], r.s["SEED"]), 6))
     best = max([x["train_pgd_acc"] for x in log_rows if x.get("train_pgd_acc") not in ("", None)], default=None)
-    if r.probe is not None and best and row["train_pgd_acc"] < 0.3 * best:
+    if r.probe is not None and collapsed(best, row["train_pgd_acc"]):
         r.say(f"WARNING PGD-10 accuracy on {len(r.probe[1])} training images fell to {100 * row['train_pgd_acc']:.1f}% "
               f"(best {100 * best:.1f}%): catastrophic overfitting; stop, or shrink ADV_STEP_SIZE")
     r.say(f"{phase:6s} epoch {epoch:3d}/{n_epochs}  loss {row['train_loss']:.4f}  "

@@ -288,3 +288,32 @@ def test_structure_options_train(tmp_path, extra):
     out = train(tmp_path, "--warmup_epochs=0", "--epochs=1", "--struct_lambda=10", *extra)
     import pandas as pd
     assert pd.read_csv(out / "log.csv")["struct_loss"].notna().all()
+
+
+@pytest.mark.parametrize("best, now, fires", [
+    (0.689, 0.15, True),    # fell below 30 % of a real best: catastrophic overfitting
+    (0.689, 0.291, False),  # a swing, not a collapse (FGSM-RS on MNIST, epoch 6)
+    (0.5, 0.149, True), (0.5, 0.15, False),  # the 30 % boundary
+    (0.055, 0.016, False),  # the best never reached the floor: nothing to lose yet (epoch 2)
+    (0.2, 0.05, True), (0.199, 0.05, False),  # the floor's boundary
+    (None, 0.0, False)])    # the first epoch has no best
+def test_collapse_rule(best, now, fires):
+    assert vgg_training.collapsed(best, now) is fires
+
+
+def test_collapse_warning_printed_by_epoch_row(monkeypatch):
+    """epoch_row asks collapsed() with the best of the earlier rows and prints the one-line warning."""
+    said = []
+    monkeypatch.setattr(vgg_training, "evaluate", lambda *a: (0.9, 0.5))
+    monkeypatch.setattr(vgg_training, "pgd_accuracy", lambda *a: 0.1)
+    r = vgg_training.Run(model=None, test_set=None, device="cpu", attack=object(), probe=(None, torch.zeros(64)),
+                         s=dict(ADV_EPS=0.3, SEED=0), say=said.append)
+    sums = torch.tensor([1.0, 1.0, 2.0, 0.0], dtype=torch.float64)
+    earlier = [dict(train_pgd_acc=0.2), dict(train_pgd_acc=0.6), dict(train_pgd_acc="")]
+    row = vgg_training.epoch_row(r, "main", 3, 10, sums, 0.01, 1.0, earlier)
+    assert row["train_pgd_acc"] == 0.1 and said[0] == (
+        "WARNING PGD-10 accuracy on 64 training images fell to 10.0% (best 60.0%): catastrophic "
+        "overfitting; stop, or shrink ADV_STEP_SIZE")
+    said.clear()
+    vgg_training.epoch_row(r, "main", 3, 10, sums, 0.01, 1.0, [dict(train_pgd_acc=0.3)])  # 0.1 > 0.3 * 0.3
+    assert len(said) == 1 and not said[0].startswith("WARNING")
