@@ -7,7 +7,8 @@
 #   on top of FGSM-RS, same recipe and budget, seeds 0, 1, 2: PC + LC as the training loss (from the
 #     first epoch), SSC (lambda 300 on the logits, Euclidean) and RCC (lambda 15 on the features);
 #   then adv_testing.py at eps 0.1, 0.2, 0.3 with the default suite at --budget=standard (Croce &
-#   Hein's 100 APGD / FAB iterations, Square 5000), and report.py baselines: results/mnist-baselines/.
+#   Hein's 100 APGD / FAB iterations, Square 5000), the baselines once more at the largest eps with the
+#   default quick budget (10 iterations: the budget check), and report.py baselines: results/mnist-baselines/.
 # PART=baselines | on-top | all (default) splits the work into two sittings; BUDGET=cpu (default) |
 # full (the published epochs and 40 steps of 0.01: a GPU's job) | tiny (the tests' grid).
 # Runs with final.pt are not trained again, interrupted ones resume, finished attacks come from the
@@ -54,12 +55,14 @@ train() {
   echo "python vgg_training.py $* $EXTRA --out_dir=$dir" > "$dir/command.txt"
   echo "$(date '+%H:%M:%S') trained $name in $(( $(date +%s) - t0 )) s"
 }
-# one table: the given runs attacked together on the same images
+# one table: the given runs attacked together on the same images (TABLE: a path under RES, without
+# .csv), at EPS with AutoAttack's BUDGET of adv_testing.py
 attack() {
-  local table=$1; shift
+  local table=$1 eps=$2 budget=$3; shift 3
   local ckpts=() t0=$(date +%s)
   for name in "$@"; do ckpts+=("$RUNS/$name/final.pt"); done
-  $PY adv_testing.py "${ckpts[@]}" --eps=$EPS --budget=standard --out=$RES/$table.csv $ATTACK_EXTRA \
+  mkdir -p "$(dirname "$RES/$table")"
+  $PY adv_testing.py "${ckpts[@]}" --eps=$eps --budget=$budget --out=$RES/$table.csv $ATTACK_EXTRA \
       > "$RES/$table.out" 2>&1 || {
     echo "error: attacking $table failed (its output: $RES/$table.out)" >&2; exit 1; }
   echo "$(date '+%H:%M:%S') attacked $table ($# models) in $(( $(date +%s) - t0 )) s"
@@ -68,7 +71,10 @@ attack() {
 if [ "$PART" != on-top ]; then
   for method in pgd-at trades mart; do train $method --preset=$method-mnist $SMALLCNN; done
   for seed in $SEEDS; do train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed; done
-  attack baselines pgd-at trades mart fgsm-rs-seed-0
+  attack baselines "$EPS" standard pgd-at trades mart fgsm-rs-seed-0
+  # the default (quick: torchattacks' 10 iterations) budget on the same models and images at the
+  # largest eps: does it part from the tables' standard budget on robust models? (report: budget check)
+  attack quick-budget/baselines "${EPS##*,}" quick pgd-at trades mart fgsm-rs-seed-0
 fi
 if [ "$PART" != baselines ]; then
   for seed in $SEEDS; do
@@ -76,7 +82,7 @@ if [ "$PART" != baselines ]; then
     for method in pclc ssc rcc; do
       train $method-seed-$seed --preset=fgsm-rs-mnist --seed=$seed ${ON_TOP[$method]}
     done
-    attack on-top-seed-$seed fgsm-rs-seed-$seed pclc-seed-$seed ssc-seed-$seed rcc-seed-$seed
+    attack on-top-seed-$seed "$EPS" standard fgsm-rs-seed-$seed pclc-seed-$seed ssc-seed-$seed rcc-seed-$seed
   done
 fi
 END=$(date +%s)

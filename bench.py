@@ -173,13 +173,16 @@ def adv_trainer(model_name, s, batches, channels_last=True, cast=None):
 
 
 def adv_training_cost(repeats, quick):
-    """Per method (LeNet-5 on MNIST batches): one adversarial-training pass over the batches (the
-    objective of vgg_training.py, optimiser step included) against (attack steps + 1) plain
-    forward-backward-step passes over the same batches."""
+    """Per method, on its preset's own model (Wong's net for FGSM-RS, SmallCNN for the others) and
+    MNIST batches: one adversarial-training pass over the batches (the objective of vgg_training.py,
+    optimiser step included) against (attack steps + 1) plain forward-backward-step passes over the
+    same batches."""
+    import vgg_training
     batches, out = adv_batches(quick), {}
     for method, (preset, steps) in ADV_COST_METHODS.items():
-        s = adv_settings(preset, 2 if quick else steps, "lenet5")
-        net, opt, adversarial = adv_trainer("lenet5", s, batches)
+        model = vgg_training.PRESETS[preset]["MODEL"]
+        s = adv_settings(preset, 2 if quick else steps, model)
+        net, opt, adversarial = adv_trainer(model, s, batches)
         ce = nn.CrossEntropyLoss()
 
         def plain():
@@ -191,7 +194,7 @@ def adv_training_cost(repeats, quick):
 
         r = paired(plain, adversarial, repeats)
         out[f"adv_epoch_{method}"] = figure(
-            r["ratio"], 1.15, "max", f"LeNet-5 MNIST, {method} ({s['ADV_STEPS']} attack steps, {preset}'s objective): "
+            r["ratio"], 1.15, "max", f"{model} MNIST, {method} ({s['ADV_STEPS']} attack steps, {preset}'s objective): "
             f"adversarial-training pass / (steps + 1) plain forward-backward passes on the same batches", **r)
     return out
 

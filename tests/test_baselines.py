@@ -24,10 +24,13 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     on_top = pd.read_csv(res / "on-top-seed-0.csv")
     assert sorted(on_top.checkpoint.unique()) == ["fgsm-rs-seed-0/final", "pclc-seed-0/final", "rcc-seed-0/final",
                                                   "ssc-seed-0/final"]
-    assert first.stdout.count(" trained ") == 7 and first.stdout.count(" attacked ") == 2
+    assert first.stdout.count(" trained ") == 7 and first.stdout.count(" attacked ") == 3
+    quick = pd.read_csv(res / "quick-budget/baselines.csv")  # the budget check: the largest eps only
+    assert list(quick[quick.attack == "worst"].eps.unique()) == [0.3] and quick.checkpoint.nunique() == 4
     text = (res / "baselines.md").read_text()
     assert "| TRADES (SmallCNN): published, Croce & Hein 2020, AutoAttack | - | 99.48 | - | 92.81 (published) |" in text
     assert text.count("| PC + LC (training loss) |") == 2 and "| trades | 1 |" in text
+    assert "### Budget check" in text and text.count("| 0.3 | 8 |") == 4  # one row per baseline, n_strong 8
     command = (tmp_path / "runs/mnist-baselines/ssc-seed-0/command.txt").read_text()
     assert "--preset=fgsm-rs-mnist --seed=0 --struct=ssc --struct_lambda=300 --struct_on=logits" in command
     assert "<!-- mnist-baselines -->" in (tmp_path / "RESULTS.md").read_text()
@@ -87,3 +90,23 @@ def test_on_top_difference_is_method_minus_baseline(tables):
     t, lines = report.runs_table(tables)
     with pytest.raises(report.UserError, match="ssc-seed-1/final with fgsm-rs-seed-1/final at eps 0.3"):
         report.on_top_table(t, lines, [0.3])
+
+
+def test_budget_check_is_quick_minus_standard(tables):
+    t, _ = report.runs_table(tables)
+    assert report.budget_check(t, tables) == []  # no quick-budget table: no section
+    (tables / "quick-budget").mkdir()
+    quick = rows("pgd-at/final", 0.98, {0.3: 0.815}) + rows("fgsm-rs-seed-0/final", 0.97, {0.3: 0.705})
+    quick.append(dict(quick[1], attack="apgd-ce", accuracy=0.9))  # an attack's row: not the worst case
+    pd.DataFrame(quick).to_csv(tables / "quick-budget/baselines.csv", index=False)
+    got = report.budget_check(t, tables)
+    assert got[4] == "| pgd-at | 0.3 | 200 | 80.0 [75.0, 85.0] | 81.5 [76.5, 86.5] | +1.5 |"
+    assert got[5] == "| fgsm-rs-seed-0 | 0.3 | 200 | 70.0 [65.0, 75.0] | 70.5 [65.5, 75.5] | +0.5 |"
+    assert got[7].startswith("The quick budget leaves up to +1.5 points more than the standard one")
+    quick[1]["accuracy"] = 0.80  # pgd-at's worst: level with standard
+    pd.DataFrame(quick).to_csv(tables / "quick-budget/baselines.csv", index=False)
+    assert report.budget_check(t, tables)[7] == ("The quick budget is within 1 point of the standard one on "
+                                                  "every baseline (largest +0.5).")
+    pd.DataFrame(rows("mart/final", 0.9, {0.3: 0.5})).to_csv(tables / "quick-budget/baselines.csv", index=False)
+    with pytest.raises(report.UserError, match="mart/final at eps 0.3 has no standard-budget row"):
+        report.budget_check(t, tables)

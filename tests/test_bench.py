@@ -35,5 +35,8 @@ def test_bench_quick_writes_every_figure(tmp_path, root):
             kind = fig.get("target_is", "max")
             assert fig["met"] == (fig["value"] <= fig["target"] if kind == "max" else fig["value"] >= fig["target"])
     assert data["machine"]["quick"] is True
+    # the adversarial-training cost is measured on the model each preset trains
+    assert data["figures"]["adv_epoch_fgsm-rs"]["what"].startswith("wong-mnist MNIST, fgsm-rs")
+    assert data["figures"]["adv_epoch_trades"]["what"].startswith("smallcnn MNIST, trades")
     for name in expected:
         assert name in res.stdout
