@@ -3,9 +3,10 @@
 # one of them (README: the field's baselines):
 #   baselines: FGSM-RS (Wong, Rice & Kolter 2020: preset fgsm-rs-mnist, its full recipe, 3 seeds);
 #     PGD-AT, TRADES and MART (presets pgd-at-mnist, trades-mnist, mart-mnist: SmallCNN) at BUDGET's
-#     epochs and attack steps, one seed;
-#   on top of FGSM-RS, same recipe and budget, seeds 0, 1, 2: PC + LC as the training loss (from the
-#     first epoch), SSC (lambda 300 on the logits, Euclidean) and RCC (lambda 15 on the features);
+#     epochs and attack steps, one seed; PGD-AT with 5 steps on Wong's net and recipe (pgd-at-wong-mnist);
+#   on top of BASE (pgd-at-wong, the default, or fgsm-rs), same recipe and budget, seeds 0, 1, 2: PC + LC
+#     as the training loss (from the first epoch), SSC (lambda 300 on the logits, Euclidean) and RCC
+#     (lambda 15 on the features);
 #   then adv_testing.py at eps 0.1, 0.2, 0.3 with the default suite at --budget=standard (Croce &
 #   Hein's 100 APGD / FAB iterations, Square 5000), the baselines once more at the largest eps with the
 #   default quick budget (10 iterations: the budget check), and report.py baselines: results/mnist-baselines/.
@@ -24,6 +25,7 @@ BUDGET=${BUDGET:-cpu}
 EXTRA=${EXTRA:-}                 # more settings for every training run (tests: --dataset=digits)
 ATTACK_EXTRA=${ATTACK_EXTRA:-}   # more settings for every adv_testing.py call
 EPS=${EPS:-0.1,0.2,0.3}
+BASE=${BASE:-pgd-at-wong}        # the baseline the methods go on top of: pgd-at-wong or fgsm-rs
 case $BUDGET in  # SMALLCNN: the settings that scale PGD-AT / TRADES / MART (recipe: 100 epochs, 40 x 0.01, LR x 0.1 at 55)
   cpu)  SMALLCNN="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3"; SEEDS="0 1 2" ;;
   full) SMALLCNN=""; SEEDS="0 1 2" ;;
@@ -34,6 +36,9 @@ esac
 case $PART in all|baselines|on-top) ;; *)
   echo "error: PART=$PART is out of range: allowed all, baselines, on-top" >&2; exit 2 ;;
 esac
+case $BASE in pgd-at-wong|fgsm-rs) ;; *)
+  echo "error: BASE=$BASE is out of range: allowed pgd-at-wong, fgsm-rs" >&2; exit 2 ;;
+esac
 # the methods on top of FGSM-RS (report.py: ON_TOP)
 declare -A ON_TOP=(
   [pclc]="--loss=pclc"
@@ -43,11 +48,13 @@ declare -A ON_TOP=(
 mkdir -p "$RUNS" "$RES"
 START=$(date +%s)
 
-# one run: train it (unless done), its command kept beside it; one line with its time
+# one run: train it (unless done), its command kept beside it; one line with its time (NAME may be
+# on-BASE/METHOD-seed-N)
 train() {
   local name=$1; shift
   local dir=$RUNS/$name
   [ -f "$dir/final.pt" ] && return 0
+  mkdir -p "$(dirname "$dir")"
   local resume=false; [ -f "$dir/last.pt" ] && resume=true
   local t0=$(date +%s)
   $PY vgg_training.py "$@" $EXTRA --out_dir="$dir" --resume=$resume > "$dir.train.log" 2>&1 || {
@@ -71,20 +78,31 @@ attack() {
 if [ "$PART" != on-top ]; then
   for method in pgd-at trades mart; do train $method --preset=$method-mnist $SMALLCNN; done
   for seed in $SEEDS; do train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed; done
-  attack baselines "$EPS" standard pgd-at trades mart fgsm-rs-seed-0
+  train pgd-at-wong-seed-0 --preset=pgd-at-wong-mnist --seed=0
+  attack baselines "$EPS" standard pgd-at trades mart fgsm-rs-seed-0 pgd-at-wong-seed-0
   # the default (quick: torchattacks' 10 iterations) budget on the same models and images at the
   # largest eps: does it part from the tables' standard budget on robust models? (report: budget check)
-  attack quick-budget/baselines "${EPS##*,}" quick pgd-at trades mart fgsm-rs-seed-0
+  attack quick-budget/baselines "${EPS##*,}" quick pgd-at trades mart fgsm-rs-seed-0 pgd-at-wong-seed-0
 fi
-if [ "$PART" != baselines ]; then
+if [ "$PART" != baselines ]; then  # runs in RUNS/on-BASE/, tables in RES/on-BASE/ (report: one table per BASE)
   for seed in $SEEDS; do
-    train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed
+    train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed
     for method in pclc ssc rcc; do
-      train $method-seed-$seed --preset=fgsm-rs-mnist --seed=$seed ${ON_TOP[$method]}
+      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${ON_TOP[$method]}
     done
-    attack on-top-seed-$seed "$EPS" standard fgsm-rs-seed-$seed pclc-seed-$seed ssc-seed-$seed rcc-seed-$seed
+    attack on-$BASE/seed-$seed "$EPS" standard $BASE-seed-$seed on-$BASE/pclc-seed-$seed on-$BASE/ssc-seed-$seed \
+      on-$BASE/rcc-seed-$seed
   done
 fi
+# every run's record beside the tables: its epochs (log.csv), its output and its command
+mkdir -p "$RES/training"
+for dir in "$RUNS"/*/ "$RUNS"/on-*/*/; do
+  [ -f "$dir/final.pt" ] || continue
+  name=${dir#"$RUNS"/}; name=${name%/}; flat=${name//\//_}
+  cp "$dir/log.csv" "$RES/training/$flat.log.csv"
+  cp "$dir/command.txt" "$RES/training/$flat.command.txt"
+  [ ! -f "$RUNS/$name.train.log" ] || cp "$RUNS/$name.train.log" "$RES/training/$flat.train.log"
+done
 END=$(date +%s)
 $PY report.py baselines "$RUNS" "$RES" "$((END - START))"
 echo "baselines finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

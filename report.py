@@ -5,7 +5,7 @@ study_mnist.sh and baselines.sh call it):
     python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
     python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
     python report.py ssc-points RUNS RES FIGURE TOTAL_S GRID    # study_mnist.sh: points.csv, figure, section
-    python report.py baselines RUNS RES TOTAL_S                 # baselines.sh: baselines.md, section
+    python report.py baselines RUNS RES TOTAL_S                 # baselines.sh: summary.md, section
 
 RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
 Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
@@ -318,7 +318,8 @@ def points_table(points):
 
 
 _RUN = re.compile(r"^([a-z-]+?)(?:-seed-(\d+))?/final$")
-BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")    # baselines.sh's runs
+BASELINES = ("fgsm-rs", "pgd-at-wong", "pgd-at", "trades", "mart")    # baselines.sh's runs
+BASES = ("pgd-at-wong", "fgsm-rs")  # what baselines.sh puts the methods on top of (BASE): RES/on-BASE/
 ON_TOP = {"pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
 _PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 
@@ -329,7 +330,7 @@ def runs_table(res):
     import pandas as pd
     names = sorted(f for f in os.listdir(res) if f.endswith(".csv"))
     if not names:
-        raise UserError(f"{res} holds no *.csv: run baselines.sh first")
+        return None, []
     t = pd.concat([pd.read_csv(os.path.join(res, f)) for f in names]).drop_duplicates(
         ["checkpoint", "attack", "eps"])
     parts = t.checkpoint.str.extract(_RUN)
@@ -425,23 +426,43 @@ def budget_check(t, res):
             *out, "", verdict, ""]
 
 
+def run_names(runs):
+    """The runs under RUNS: NAME, and on-BASE/NAME for the methods on top of BASE."""
+    names = []
+    for d in sorted(os.listdir(runs)):
+        if d.startswith("on-") and os.path.isdir(os.path.join(runs, d)):
+            names += [f"{d}/{n}" for n in sorted(os.listdir(os.path.join(runs, d)))
+                      if os.path.isdir(os.path.join(runs, d, n))]
+        elif os.path.isdir(os.path.join(runs, d)):
+            names.append(d)
+    return names
+
+
 def baselines_section(runs, res, total_s):
-    """results/mnist-baselines/baselines.md: the baselines beside the published anchors, the methods
-    on top of FGSM-RS, and each run's training time (log.csv)."""
-    t, lines = runs_table(res)
-    eps_grid = sorted(t[t.attack == "worst"].eps.unique())
-    names = sorted(d for d in os.listdir(runs) if os.path.isdir(os.path.join(runs, d)))
+    """results/mnist-baselines/summary.md: the baselines beside the published anchors (their seeds from
+    every table), the methods on top of each BASE (RES/on-BASE/), and each run's training time."""
+    import pandas as pd
+    t, _ = runs_table(res)
+    tops = {b: runs_table(os.path.join(res, f"on-{b}")) for b in BASES if os.path.isdir(os.path.join(res, f"on-{b}"))}
+    tops = {b: top for b, top in tops.items() if top[0] is not None}
+    found = [x for x in [t] + [top[0] for top in tops.values()] if x is not None]
+    if not found:
+        raise UserError(f"{res} holds no *.csv: run baselines.sh first")
+    every = pd.concat(found).drop_duplicates(["checkpoint", "attack", "eps"])
+    eps_grid = sorted(every[every.attack == "worst"].eps.unique())
     times = [f"| {name} | {len(log)} | {100 * log.test_acc.iloc[-1]:.2f} | {log.seconds.sum() / 60:.1f} |"
-             for name, log in ((name, read_log(runs, name)) for name in names)]
+             for name, log in ((name, read_log(runs, name)) for name in run_names(runs))]
+    on_top = [line for b, (tb, lines) in tops.items()
+              for line in (f"### On top of {b} (same recipe and budget, seed by seed)", "",
+                           on_top_table(tb, lines, eps_grid, base=b), "")]
     return "\n".join([
         "## The field's baselines on MNIST, and the papers' methods on top (`bash baselines.sh`)", "",
         f"Made by `bash baselines.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
         "Worst case: a sample counts only if it survives every attack of the default suite at "
         "`--budget=standard` (Croce & Hein's 100 APGD / FAB iterations, Square 5000) on the same test "
         "images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.", "",
-        "### Baselines, beside the published anchors", "", baselines_table(t, eps_grid), "",
-        "### On top of FGSM-RS (same recipe and budget, seed by seed)", "", on_top_table(t, lines, eps_grid), "",
-        *budget_check(t, res),
+        "### Baselines, beside the published anchors", "", baselines_table(every, eps_grid), "",
+        *on_top, *(budget_check(t, res) if t is not None else []),
         "### Training", "", "| run | epochs | clean test accuracy (%) | training time (min) |",
         "|---|---|---|---|", *times, ""])
 
@@ -484,11 +505,11 @@ def main(argv):
     if command == "baselines":
         runs, res = args[:2]
         text = baselines_section(runs, res, seconds[0])
-        atomic_write(os.path.join(res, "baselines.md"), lambda f: f.write(text.encode()))
+        atomic_write(os.path.join(res, "summary.md"), lambda f: f.write(text.encode()))
         results = results_beside(res)
         write_section(results, "mnist-baselines", text)
         print(text)
-        print(f"written: {res}/baselines.md, {results} (its section)")
+        print(f"written: {res}/summary.md, {results} (its section)")
         return 0
     if command == "reproduce":
         dataset, runs, res, out = args[:4]
