@@ -3,10 +3,11 @@
 # one of them (README: the field's baselines):
 #   baselines: FGSM-RS (Wong, Rice & Kolter 2020: preset fgsm-rs-mnist, its full recipe, 3 seeds);
 #     PGD-AT, TRADES and MART (presets pgd-at-mnist, trades-mnist, mart-mnist: SmallCNN) at BUDGET's
-#     epochs and attack steps, one seed; PGD-AT with 5 steps on Wong's net and recipe (pgd-at-wong-mnist);
-#   on top of BASE (pgd-at-wong, the default, or fgsm-rs), same recipe and budget, seeds 0, 1, 2: PC + LC
-#     as the training loss (from the first epoch), SSC (lambda 300 on the logits, Euclidean) and RCC
-#     (lambda 15 on the features);
+#     epochs and attack steps, one seed;
+#   on top of BASE (pgd-at, the default: SmallCNN at BUDGET; or fgsm-rs, which collapsed in 2 of 3 seeds
+#     here), same recipe and budget, SEEDS (default 0 1 2; one seed a sitting on a CPU): PC + LC as the
+#     training loss (from the first epoch), SSC (lambda 300 on the logits, Euclidean) and RCC (lambda 15
+#     on the features);
 #   then adv_testing.py at eps 0.1, 0.2, 0.3 with the default suite at --budget=standard (Croce &
 #   Hein's 100 APGD / FAB iterations, Square 5000), the baselines once more at the largest eps with the
 #   default quick budget (10 iterations: the budget check), and report.py baselines: results/mnist-baselines/.
@@ -25,7 +26,8 @@ BUDGET=${BUDGET:-cpu}
 EXTRA=${EXTRA:-}                 # more settings for every training run (tests: --dataset=digits)
 ATTACK_EXTRA=${ATTACK_EXTRA:-}   # more settings for every adv_testing.py call
 EPS=${EPS:-0.1,0.2,0.3}
-BASE=${BASE:-pgd-at-wong}        # the baseline the methods go on top of: pgd-at-wong or fgsm-rs
+BASE=${BASE:-pgd-at}             # the baseline the methods go on top of: pgd-at (SmallCNN) or fgsm-rs
+SEEDS_ASKED=${SEEDS:-}           # the seeds of FGSM-RS and of the on-top part (default: BUDGET's)
 case $BUDGET in  # SMALLCNN: the settings that scale PGD-AT / TRADES / MART (recipe: 100 epochs, 40 x 0.01, LR x 0.1 at 55)
   cpu)  SMALLCNN="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3"; SEEDS="0 1 2" ;;
   full) SMALLCNN=""; SEEDS="0 1 2" ;;
@@ -33,13 +35,18 @@ case $BUDGET in  # SMALLCNN: the settings that scale PGD-AT / TRADES / MART (rec
         EXTRA="--epochs=1 $EXTRA" ;;
   *) echo "error: BUDGET=$BUDGET is out of range: allowed cpu, full, tiny" >&2; exit 2 ;;
 esac
+SEEDS_GIVEN=${SEEDS_ASKED:-$SEEDS}
 case $PART in all|baselines|on-top) ;; *)
   echo "error: PART=$PART is out of range: allowed all, baselines, on-top" >&2; exit 2 ;;
 esac
-case $BASE in pgd-at-wong|fgsm-rs) ;; *)
-  echo "error: BASE=$BASE is out of range: allowed pgd-at-wong, fgsm-rs" >&2; exit 2 ;;
+case $BASE in pgd-at|fgsm-rs) ;; *)
+  echo "error: BASE=$BASE is out of range: allowed pgd-at, fgsm-rs" >&2; exit 2 ;;
 esac
-# the methods on top of FGSM-RS (report.py: ON_TOP)
+[[ $SEEDS_GIVEN =~ ^[0-9]+( [0-9]+)*$ ]] || {
+  echo "error: SEEDS=$SEEDS_GIVEN is out of range: seeds as whole numbers separated by spaces" >&2; exit 2; }
+SEEDS=$SEEDS_GIVEN
+declare -A BUDGET_OF=([pgd-at]=$SMALLCNN [fgsm-rs]="")  # BASE's own settings beside its preset
+# the methods on top of BASE (report.py: ON_TOP)
 declare -A ON_TOP=(
   [pclc]="--loss=pclc"
   [ssc]="--struct=ssc --struct_lambda=300 --struct_on=logits --struct_metric=euclidean"
@@ -76,19 +83,19 @@ attack() {
 }
 
 if [ "$PART" != on-top ]; then
-  for method in pgd-at trades mart; do train $method --preset=$method-mnist $SMALLCNN; done
+  train pgd-at-seed-0 --preset=pgd-at-mnist --seed=0 $SMALLCNN
+  for method in trades mart; do train $method --preset=$method-mnist $SMALLCNN; done
   for seed in $SEEDS; do train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed; done
-  train pgd-at-wong-seed-0 --preset=pgd-at-wong-mnist --seed=0
-  attack baselines "$EPS" standard pgd-at trades mart fgsm-rs-seed-0 pgd-at-wong-seed-0
+  attack baselines "$EPS" standard pgd-at-seed-0 trades mart fgsm-rs-seed-0
   # the default (quick: torchattacks' 10 iterations) budget on the same models and images at the
   # largest eps: does it part from the tables' standard budget on robust models? (report: budget check)
-  attack quick-budget/baselines "${EPS##*,}" quick pgd-at trades mart fgsm-rs-seed-0 pgd-at-wong-seed-0
+  attack quick-budget/baselines "${EPS##*,}" quick pgd-at-seed-0 trades mart fgsm-rs-seed-0
 fi
 if [ "$PART" != baselines ]; then  # runs in RUNS/on-BASE/, tables in RES/on-BASE/ (report: one table per BASE)
   for seed in $SEEDS; do
-    train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed
+    train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]}
     for method in pclc ssc rcc; do
-      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${ON_TOP[$method]}
+      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]} ${ON_TOP[$method]}
     done
     attack on-$BASE/seed-$seed "$EPS" standard $BASE-seed-$seed on-$BASE/pclc-seed-$seed on-$BASE/ssc-seed-$seed \
       on-$BASE/rcc-seed-$seed

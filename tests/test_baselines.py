@@ -21,23 +21,24 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     res = tmp_path / "results/mnist-baselines"
     assert sorted(f for f in os.listdir(res) if f.endswith(".csv")) == ["baselines.csv"]
-    on_top = pd.read_csv(res / "on-pgd-at-wong/seed-0.csv")  # BASE: pgd-at-wong by default
-    assert sorted(on_top.checkpoint.unique()) == ["pclc-seed-0/final", "pgd-at-wong-seed-0/final", "rcc-seed-0/final",
+    on_top = pd.read_csv(res / "on-pgd-at/seed-0.csv")  # BASE: pgd-at by default
+    assert sorted(on_top.checkpoint.unique()) == ["pclc-seed-0/final", "pgd-at-seed-0/final", "rcc-seed-0/final",
                                                   "ssc-seed-0/final"]
-    assert first.stdout.count(" trained ") == 8 and first.stdout.count(" attacked ") == 3
+    assert first.stdout.count(" trained ") == 7 and first.stdout.count(" attacked ") == 3
     quick = pd.read_csv(res / "quick-budget/baselines.csv")  # the budget check: the largest eps only
-    assert list(quick[quick.attack == "worst"].eps.unique()) == [0.3] and quick.checkpoint.nunique() == 5
+    assert list(quick[quick.attack == "worst"].eps.unique()) == [0.3] and quick.checkpoint.nunique() == 4
     text = (res / "summary.md").read_text()
-    assert "| attack | eps | n | budget | pgd-at/final |" in (res / "baselines.md").read_text()  # adv_testing's own table stays
+    assert "| attack | eps | n | budget | pgd-at-seed-0/final |" in (res / "baselines.md").read_text()  # adv_testing's own table stays
     assert "| TRADES (SmallCNN): published, Croce & Hein 2020, AutoAttack | - | 99.48 | - | 92.81 (published) |" in text
     assert text.count("| PC + LC (training loss) |") == 2 and "| trades | 1 |" in text
-    assert "### Budget check" in text and text.count("| 0.3 | 8 |") == 5  # one row per baseline, n_strong 8
-    assert "### On top of pgd-at-wong" in text and "| pgd-at-wong | 1 |" in text
-    command = (tmp_path / "runs/mnist-baselines/on-pgd-at-wong/ssc-seed-0/command.txt").read_text()
-    assert (res / "training/on-pgd-at-wong_ssc-seed-0.command.txt").read_text() == command  # records beside the tables
-    assert "| on-pgd-at-wong/ssc-seed-0 | 1 |" in text  # its training row
+    assert "### Budget check" in text and text.count("| 0.3 | 8 |") == 4  # one row per baseline, n_strong 8
+    assert "### On top of pgd-at" in text and "| pgd-at | 1 |" in text
+    command = (tmp_path / "runs/mnist-baselines/on-pgd-at/ssc-seed-0/command.txt").read_text()
+    assert (res / "training/on-pgd-at_ssc-seed-0.command.txt").read_text() == command  # records beside the tables
+    assert "| on-pgd-at/ssc-seed-0 | 1 |" in text  # its training row
     assert len(pd.read_csv(res / "training/mart.log.csv")) == 1 and (res / "training/mart.train.log").exists()
-    assert "--preset=pgd-at-wong-mnist --seed=0 --struct=ssc --struct_lambda=300 --struct_on=logits" in command
+    assert ("--preset=pgd-at-mnist --seed=0 --epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1 --struct=ssc "
+            "--struct_lambda=300 --struct_on=logits") in command  # the base's budget, then the method
     assert "<!-- mnist-baselines -->" in (tmp_path / "RESULTS.md").read_text()
     second = baselines(root, tmp_path, PART="on-top")
     assert second.returncode == 0, second.stderr[-2000:]
@@ -55,7 +56,10 @@ def test_bad_part_and_budget_are_one_line(root, tmp_path):
         "error: BUDGET=huge is out of range: allowed cpu, full, tiny"]
     bad = baselines(root, tmp_path, BASE="trades")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: BASE=trades is out of range: allowed pgd-at-wong, fgsm-rs"]
+        "error: BASE=trades is out of range: allowed pgd-at, fgsm-rs"]
+    bad = baselines(root, tmp_path, SEEDS="0,1")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: SEEDS=0,1 is out of range: seeds as whole numbers separated by spaces"]
 
 
 def rows(checkpoint, clean, worst):
