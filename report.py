@@ -367,16 +367,21 @@ def baselines_table(t, eps_grid):
 
 
 def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
-    """Per method on top of `base` and eps: its worst case, its difference to the baseline of the same
-    seed (mean ± sd over seeds) and each seed's exact McNemar p on the same images."""
+    """Per method on top of `base` and eps: its clean accuracy beside the baseline's (a worst case
+    above the baseline's means nothing from a model at chance), its worst case, its difference to the
+    baseline of the same seed (mean ± sd over seeds) and each seed's exact McNemar p on the same images."""
     pairs = {}
     for line in lines:
         match = _PAIR.match(line)
         if match:
             a, b, eps, diff, p = match.groups()
             pairs[(a, b, round(float(eps), 9))] = (float(diff), float(p))
-    out = ["| method | eps | seeds | worst (%) | difference to " + base + " (points) | p per seed | beyond noise |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| method | eps | seeds | clean (%): method / " + base + " | worst (%) | difference to " + base
+           + " (points) | p per seed | beyond noise |", "|---|---|---|---|---|---|---|---|"]
+
+    def clean(method, seeds):
+        rows = t[(t.method == method) & (t.attack == "clean") & t.seed.isin(seeds)]
+        return mean_sd(100 * rows.accuracy) if len(rows) else "-"
     for method, label in ON_TOP.items():
         part = t[(t.method == method) & (t.attack == "worst")]
         for eps in eps_grid:
@@ -392,7 +397,7 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
                 diffs.append(-diff)  # the table holds a - b: the baseline minus the method
                 ps.append(p)
             one = rows.iloc[0]
-            out.append(f"| {label} | {eps:g} | {len(rows)} | {mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))} | "
+            out.append(f"| {label} | {eps:g} | {len(rows)} | {clean(method, rows.seed)} / {clean(base, rows.seed)} | {mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))} | "
                        f"{mean_sd(diffs)} | {', '.join(f'{p:.3g}' for p in ps)} | {sum(p < 0.05 for p in ps)} of {len(ps)} |")
     return "\n".join(out)
 

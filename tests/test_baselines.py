@@ -78,7 +78,7 @@ def tables(tmp_path):
     pd.DataFrame(base).to_csv(res / "baselines.csv", index=False)
     (res / "baselines.md").write_text("| pgd-at/final - fgsm-rs-seed-0/final | 0.3 | +10.0 | 0.001 | beyond noise |\n")
     for seed, (b, a, p) in enumerate(((0.70, 0.74, 0.01), (0.72, 0.74, 0.3))):
-        pd.DataFrame(rows(f"fgsm-rs-seed-{seed}/final", 0.97, {0.3: b}) + rows(f"ssc-seed-{seed}/final", 0.96, {0.3: a})
+        pd.DataFrame(rows(f"fgsm-rs-seed-{seed}/final", 0.97, {0.3: b}) + rows(f"ssc-seed-{seed}/final", 0.96 - 0.02 * seed, {0.3: a})
                      ).to_csv(res / f"on-top-seed-{seed}.csv", index=False)
         (res / f"on-top-seed-{seed}.md").write_text(
             f"| fgsm-rs-seed-{seed}/final - ssc-seed-{seed}/final | 0.3 | {100 * (b - a):+.1f} | {p} | x |\n")
@@ -96,8 +96,11 @@ def test_baselines_table_seeds_and_anchors(tables):
 
 def test_on_top_difference_is_method_minus_baseline(tables):
     t, lines = report.runs_table(tables)
+    extra = pd.DataFrame(rows("fgsm-rs-seed-2/final", 0.5, {}))  # a seed the method lacks: not in its clean
+    t = pd.concat([t, extra.assign(method="fgsm-rs", seed=2)])
     got = report.on_top_table(t, lines, [0.3]).splitlines()
-    assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
+    assert got[0].startswith("| method | eps | seeds | clean (%): method / fgsm-rs | worst (%) |")
+    assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 95.0 ± 1.4 / 97.0 ± 0.0 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
     (tables / "on-top-seed-1.md").write_text("")
     t, lines = report.runs_table(tables)
     with pytest.raises(report.UserError, match="ssc-seed-1/final with fgsm-rs-seed-1/final at eps 0.3"):
