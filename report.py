@@ -420,9 +420,8 @@ def budget_check(t, res):
             raise UserError(f"{path}: {row.checkpoint} at eps {row.eps:g} has no standard-budget row in {res}")
         a, b = std.iloc[0], row
         gaps.append(100 * (b.accuracy - a.accuracy))
-        out.append(f"| {row.checkpoint.split('/')[0]} | {row.eps:g} | {row.n} | {100 * a.accuracy:.1f} "
-                   f"[{100 * a.ci_low:.1f}, {100 * a.ci_high:.1f}] | {100 * b.accuracy:.1f} "
-                   f"[{100 * b.ci_low:.1f}, {100 * b.ci_high:.1f}] | {gaps[-1]:+.1f} |")
+        cells = [mean_sd([100 * r.accuracy], (100 * r.ci_low, 100 * r.ci_high)) for r in (a, b)]
+        out.append(f"| {row.checkpoint.split('/')[0]} | {row.eps:g} | {row.n} | {cells[0]} | {cells[1]} | {gaps[-1]:+.1f} |")
     worst = max(gaps)
     verdict = (f"The quick budget leaves up to {worst:+.1f} points more than the standard one: more than 1 point, "
                "so only the standard budget's tables are of record." if worst > 1 else

@@ -47,19 +47,14 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert rewritten.split("### Baselines")[1] == text.split("### Baselines")[1]
 
 
-def test_bad_part_and_budget_are_one_line(root, tmp_path):
-    bad = baselines(root, tmp_path, PART="some")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: PART=some is out of range: allowed all, baselines, on-top"]
-    bad = baselines(root, tmp_path, BUDGET="huge")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: BUDGET=huge is out of range: allowed cpu, full, tiny"]
-    bad = baselines(root, tmp_path, BASE="trades")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: BASE=trades is out of range: allowed pgd-at, fgsm-rs"]
-    bad = baselines(root, tmp_path, SEEDS="0,1")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: SEEDS=0,1 is out of range: seeds as whole numbers separated by spaces"]
+@pytest.mark.parametrize("setting, message", [
+    (dict(PART="some"), "error: PART=some is out of range: allowed all, baselines, on-top"),
+    (dict(BUDGET="huge"), "error: BUDGET=huge is out of range: allowed cpu, full, tiny"),
+    (dict(BASE="trades"), "error: BASE=trades is out of range: allowed pgd-at, fgsm-rs"),
+    (dict(SEEDS="0,1"), "error: SEEDS=0,1 is out of range: seeds as whole numbers separated by spaces")])
+def test_bad_settings_are_one_line(root, tmp_path, setting, message):
+    bad = baselines(root, tmp_path, **setting)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [message]
 
 
 def rows(checkpoint, clean, worst):
