@@ -64,6 +64,8 @@ ARCH = ""                          # your own model class instead: path/to/file.
 ARCH_ARGS = ""                     # keyword arguments of that class: a=1,b=2.5,c=text
 DATA_DIR = ""                      # "" : the DATA_DIR the checkpoint was trained with (or ./data)
 OUT = "results/adv_testing.csv"    # CSV; the .md table, .png plot, .log and .cache/ go beside it
+CACHE = ""                         # the job cache folder; "": OUT's name with .cache. Tables that
+#                                    share one reuse each other's finished jobs (keys hold all inputs)
 FRESH = False                      # ignore finished jobs in the cache and compute everything again
 SEED = 0                           # subset choice and the attacks' random starts
 DEVICE = "auto"                    # auto (cuda if present), cpu, cuda ...
@@ -105,7 +107,7 @@ RANGES = {
                  is not None, ("model.py", "model.py:")),
     "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
         re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
-    "DATA_DIR": ANY_TEXT, "OUT": CSV_FILE, "FRESH": BOOL,
+    "DATA_DIR": ANY_TEXT, "OUT": CSV_FILE, "CACHE": ANY_TEXT, "FRESH": BOOL,
     "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE,
     "CHANNELS_LAST": one_of("auto", "true", "false"),
 }
@@ -650,9 +652,10 @@ def main(argv):
     if not paths:
         raise UserError("name at least one checkpoint: python adv_testing.py CKPT [CKPT ...]")
     base = os.path.splitext(s["OUT"])[0]
-    cache_dir = base + ".cache"
+    cache_dir = s["CACHE"] or base + ".cache"
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-        raise UserError(f"--out={s['OUT']}: {cache_dir} (its job cache) exists and is not a folder")
+        flag = f"--cache={s['CACHE']}" if s["CACHE"] else f"--out={s['OUT']}: {cache_dir} (its job cache)"
+        raise UserError(f"{flag} exists and is not a folder")
     attacks = expand(s["ATTACKS"])
     loaded, dataset_name, eps_list = load_all(paths, s)
     # your own class may call .view() on activations, which channels_last tensors refuse

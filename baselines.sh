@@ -14,7 +14,8 @@
 # PART=baselines | on-top | all (default) splits the work into two sittings; BUDGET=cpu (default) |
 # full (the published epochs and 40 steps of 0.01: a GPU's job) | tiny (the tests' grid).
 # Runs with final.pt are not trained again, interrupted ones resume, finished attacks come from the
-# cache: rerunning the command does only what is missing. BASELINES_OUT=DIR writes runs/ and results/ there.
+# one job cache all the tables share (RES/jobs.cache: a model in two tables is attacked once):
+# rerunning the command does only what is missing. BASELINES_OUT=DIR writes runs/ and results/ there.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
@@ -28,11 +29,17 @@ ATTACK_EXTRA=${ATTACK_EXTRA:-}   # more settings for every adv_testing.py call
 EPS=${EPS:-0.1,0.2,0.3}
 BASE=${BASE:-pgd-at}             # the baseline the methods go on top of: pgd-at (SmallCNN) or fgsm-rs
 SEEDS_ASKED=${SEEDS:-}           # the seeds of FGSM-RS and of the on-top part (default: BUDGET's)
-case $BUDGET in  # SMALLCNN: the settings that scale PGD-AT / TRADES / MART (recipe: 100 epochs, 40 x 0.01, LR x 0.1 at 55)
-  cpu)  SMALLCNN="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3"; SEEDS="0 1 2" ;;
-  full) SMALLCNN=""; SEEDS="0 1 2" ;;
+# SMALLCNN: the settings that scale PGD-AT / TRADES / MART (recipe: 100 epochs, 40 x 0.01, LR x 0.1 at
+# 55); WARM: the methods on top of PGD-AT within its epochs, as their papers add them, to a trained
+# model: the first half PGD-AT alone (the warm-up: cross-entropy, no structural term), the second
+# half with the method, each phase with the recipe's LR decay at about 55 % of it (vgg_training.py
+# restarts the schedule at each phase)
+case $BUDGET in
+  cpu)  SMALLCNN="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3"; SEEDS="0 1 2"
+        WARM="--warmup_epochs=2 --epochs=2 --milestones=1" ;;
+  full) SMALLCNN=""; SEEDS="0 1 2"; WARM="--warmup_epochs=50 --epochs=50 --milestones=28" ;;
   tiny) SMALLCNN="--epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1"; SEEDS="0"
-        EXTRA="--epochs=1 $EXTRA" ;;
+        WARM="--warmup_epochs=1 --epochs=1 --milestones=1"; EXTRA="--epochs=1 $EXTRA" ;;
   *) echo "error: BUDGET=$BUDGET is out of range: allowed cpu, full, tiny" >&2; exit 2 ;;
 esac
 SEEDS_GIVEN=${SEEDS_ASKED:-$SEEDS}
@@ -46,11 +53,13 @@ esac
   echo "error: SEEDS=$SEEDS_GIVEN is out of range: seeds as whole numbers separated by spaces" >&2; exit 2; }
 SEEDS=$SEEDS_GIVEN
 declare -A BUDGET_OF=([pgd-at]=$SMALLCNN [fgsm-rs]="")  # BASE's own settings beside its preset
-# the methods on top of BASE (report.py: ON_TOP)
+# the methods on top of BASE (report.py: ON_TOP), after BASE's warm-up: half its epochs on PGD-AT,
+# none on FGSM-RS (its cyclic schedule would be one cycle per phase: not split; from the first epoch)
+declare -A WARM_OF=([pgd-at]=$WARM [fgsm-rs]="")
 declare -A ON_TOP=(
   [pclc]="--loss=pclc"
-  [ssc]="--struct=ssc --struct_lambda=300 --struct_on=logits --struct_metric=euclidean"
-  [rcc]="--struct=rcc --struct_lambda=15 --struct_on=embedding"
+  [ssc]="--struct=ssc --struct_lambda=300 --struct_on=logits --struct_metric=euclidean --struct_in_warmup=false"
+  [rcc]="--struct=rcc --struct_lambda=15 --struct_on=embedding --struct_in_warmup=false"
 )
 mkdir -p "$RUNS" "$RES"
 START=$(date +%s)
@@ -76,7 +85,8 @@ attack() {
   local ckpts=() t0=$(date +%s)
   for name in "$@"; do ckpts+=("$RUNS/$name/final.pt"); done
   mkdir -p "$(dirname "$RES/$table")"
-  $PY adv_testing.py "${ckpts[@]}" --eps=$eps --budget=$budget --out=$RES/$table.csv $ATTACK_EXTRA \
+  $PY adv_testing.py "${ckpts[@]}" --eps=$eps --budget=$budget --out=$RES/$table.csv --cache=$RES/jobs.cache \
+      $ATTACK_EXTRA \
       > "$RES/$table.out" 2>&1 || {
     echo "error: attacking $table failed (its output: $RES/$table.out)" >&2; exit 1; }
   echo "$(date '+%H:%M:%S') attacked $table ($# models) in $(( $(date +%s) - t0 )) s"
@@ -95,7 +105,8 @@ if [ "$PART" != baselines ]; then  # runs in RUNS/on-BASE/, tables in RES/on-BAS
   for seed in $SEEDS; do
     train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]}
     for method in pclc ssc rcc; do
-      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]} ${ON_TOP[$method]}
+      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]} ${WARM_OF[$BASE]} \
+        ${ON_TOP[$method]}
     done
     attack on-$BASE/seed-$seed "$EPS" standard $BASE-seed-$seed on-$BASE/pclc-seed-$seed on-$BASE/ssc-seed-$seed \
       on-$BASE/rcc-seed-$seed

@@ -75,9 +75,11 @@ STRUCT = "ssc"                 # ssc (spatial structural constraint) or rcc (sam
 STRUCT_LAMBDA = 0.0            # weight of the structural term (0: plain adversarial training)
 STRUCT_METRIC = "euclidean"    # euclidean, manhattan or cosine
 STRUCT_ON = "embedding"        # embedding (penultimate layer) or logits (the released SSC code)
+STRUCT_IN_WARMUP = True        # the term in the warm-up too; False: it joins a warmed-up model (RCC's fine-tuning)
 SEED = 0                       # seeds weights, shuffling, augmentation and attacks
 DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
-AMP = True                     # bf16 autocast on CUDA
+AMP = True                     # bf16 autocast of the training step (its attack too) on CUDA
+AMP_CPU = False                # ... and on the CPU (1.5x here: README, bf16 on the CPU)
 CHANNELS_LAST = True           # channels_last memory format (faster on this CPU: bench.py)
 RESUME = False                 # continue from OUT_DIR/last.pt, exactly where it stopped
 OVERWRITE = False              # start afresh in an OUT_DIR that holds another run (its files are removed)
@@ -115,7 +117,8 @@ def adversarial_objective(combine, clean_counts=lambda s: True):
     attack, r the logits or the embedding (STRUCT_ON). The forward on X keeps no graph where neither
     term depends on it (clean_counts(s) false and STRUCT_LAMBDA 0): the same gradient, one backward less."""
     def objective(net, x, y, attack, L, struct_loss, s, autocast):
-        x_adv = attack(x, y)
+        with autocast:
+            x_adv = attack(x, y)
         with autocast:
             with torch.set_grad_enabled(clean_counts(s) or s["STRUCT_LAMBDA"] != 0):
                 clean = net(x)
@@ -168,7 +171,8 @@ RANGES = {  # every setting's allowed values, checked before any data or checkpo
     "ADV_DECAY": interval("[0, inf)"), "ALPHA": interval("[0, inf)"), "BETA": interval("[0, inf)"),
     "STRUCT": one_of("ssc", "rcc"), "STRUCT_LAMBDA": interval("[0, inf)"),
     "STRUCT_METRIC": one_of(*METRICS), "STRUCT_ON": one_of("embedding", "logits"),
-    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "AMP": BOOL,
+    "STRUCT_IN_WARMUP": BOOL,
+    "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "AMP": BOOL, "AMP_CPU": BOOL,
     "CHANNELS_LAST": BOOL, "RESUME": BOOL, "OVERWRITE": BOOL, "PRESET": ANY_TEXT,
 }
 # settings that may differ from the stored ones when a run is resumed (EPOCHS extends a run; the
@@ -388,6 +392,13 @@ class Run(SimpleNamespace):
     DDP-wrapped view giving (logits, embedding)), attack, losses, the phases and the run's files."""
 
 
+def training_cast(s, device):
+    """bf16 autocast for the training step, its attack included, where AMP asks for it (on CUDA; on
+    the CPU with AMP_CPU too), else a context that does nothing. Evaluation stays fp32."""
+    on = s["AMP"] and (device.startswith("cuda") or s["AMP_CPU"])
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if on else nullcontext()
+
+
 def setup(s):
     """Everything a run needs before its first batch: processes and device (torchrun sets RANK and
     WORLD_SIZE, a plain run is rank 0 of 1), the run's folder, data, model, attack and losses."""
@@ -411,12 +422,13 @@ def setup(s):
                 in_channels=channels, image_size=size, settings=s, data_digest=train_set.digest())
     return Run(s=s, rank=rank, world=world, device=device, is_main=is_main,
                say=print if is_main else (lambda *a, **k: None),
-               autocast=torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and s["AMP"] else nullcontext(),
+               autocast=training_cast(s, device),
                memory_format=memory_format, train_set=train_set, test_set=test_set,
                augment_flip=DATASETS[s["DATASET"]][3] if do_augment else None, model=model, net=net,
                attack=make_attack(model, num_classes, s), probe=collapse_probe(train_set, s, device),
                struct_loss=structure_term(s), sampler=sampler, meta=meta,
-               phases=[("warmup", s["WARMUP_EPOCHS"], "ce"), ("main", s["EPOCHS"], s["LOSS"])],
+               phases=[("warmup", s["WARMUP_EPOCHS"], "ce", s if s["STRUCT_IN_WARMUP"] else dict(s, STRUCT_LAMBDA=0.0)),
+                       ("main", s["EPOCHS"], s["LOSS"], s)],  # (name, epochs, loss, the settings its batches see)
                last_path=os.path.join(s["OUT_DIR"], "last.pt"), log_path=os.path.join(s["OUT_DIR"], "log.csv"))
 
 
@@ -452,9 +464,9 @@ def start_phase(r, n_epochs, saved):
     return optimizer, scheduler
 
 
-def train_epoch(r, where, epoch_id, criterion, optimizer, scheduler):
+def train_epoch(r, where, epoch_id, criterion, optimizer, scheduler, s):
     """One pass over this process's share of the training set: [loss*n, correct, n, structure*n]
-    summed over all processes, and the last batch's learning rate."""
+    summed over all processes, and the last batch's learning rate. `s`: the phase's settings."""
     r.sampler.set_epoch(epoch_id)
     batches = torch.tensor(list(iter(r.sampler)), dtype=torch.long).split(r.s["BATCH_SIZE"])
     if len(batches) > 1 and len(batches[-1]) < r.s["BATCH_SIZE"]:
@@ -468,7 +480,7 @@ def train_epoch(r, where, epoch_id, criterion, optimizer, scheduler):
         if r.augment_flip is not None:
             x = augment(x, gen, r.augment_flip)
         x = x.contiguous(memory_format=r.memory_format)
-        loss, logits, structure = train_step(r.net, (x, y), criterion, r.attack, r.struct_loss, r.s, r.autocast)
+        loss, logits, structure = train_step(r.net, (x, y), criterion, r.attack, r.struct_loss, s, r.autocast)
         if not (torch.isfinite(loss) & torch.isfinite(logits).all()):
             what = f"the loss became {loss.item()}" if not torch.isfinite(loss) else "the logits became non-finite"
             raise RunError(f"{what} in {where}, batch {b + 1}; {last_good(r.last_path)}")
@@ -546,18 +558,18 @@ def main(argv):
     first_phase, first_epoch, saved, log_rows = resume(r) if s["RESUME"] else (0, 0, None, [])
     epochs_before = [0, s["WARMUP_EPOCHS"]]  # epoch ids run on across phases (shuffling seeds)
     for phase_index in range(first_phase, len(r.phases)):
-        phase, n_epochs, loss_name = r.phases[phase_index]
+        phase, n_epochs, loss_name, phase_s = r.phases[phase_index]
         resumed = phase_index == first_phase and saved is not None
         optimizer, scheduler = start_phase(r, n_epochs, saved if resumed else None)
         criterion = phase_loss(loss_name, s["MARGIN"], s["LC_WEIGHT"])
         if n_epochs:
             r.say(f"phase {phase}: {n_epochs} epochs of {loss_name}"
-                  + (f" + {s['ADV_TRAIN']} adversarial training, {s['STRUCT']} lambda {s['STRUCT_LAMBDA']}"
+                  + (f" + {s['ADV_TRAIN']} adversarial training, {s['STRUCT']} lambda {phase_s['STRUCT_LAMBDA']}"
                      if r.attack else "") + f", {s['MODEL']} on {s['DATASET']}, {r.device}, {r.world} process(es)")
         for epoch in range(first_epoch if resumed else 0, n_epochs):
             start = time.time()
             sums, lr = train_epoch(r, f"phase {phase}, epoch {epoch + 1}", epochs_before[phase_index] + epoch,
-                                   criterion, optimizer, scheduler)
+                                   criterion, optimizer, scheduler, phase_s)
             row = epoch_row(r, phase, epoch + 1, n_epochs, sums, lr, time.time() - start, log_rows)
             log_rows.append(row)
             save_progress(r, phase_index, epoch + 1, optimizer, scheduler, log_rows)

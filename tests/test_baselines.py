@@ -25,6 +25,12 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert sorted(on_top.checkpoint.unique()) == ["pclc-seed-0/final", "pgd-at-seed-0/final", "rcc-seed-0/final",
                                                   "ssc-seed-0/final"]
     assert first.stdout.count(" trained ") == 7 and first.stdout.count(" attacked ") == 3
+    # one job cache for every table: pgd-at-seed-0, in the baselines table too, is attacked once
+    log = (res / "on-pgd-at/seed-0.log").read_text().splitlines()
+    base = [line for line in log if "  pgd-at-seed-0/final  " in line]
+    assert base and all(line.endswith("cached") for line in base)
+    assert not any(line.endswith("cached") for line in log if line not in base)
+    assert not (res / "baselines.cache").exists() and (res / "jobs.cache").is_dir()
     quick = pd.read_csv(res / "quick-budget/baselines.csv")  # the budget check: the largest eps only
     assert list(quick[quick.attack == "worst"].eps.unique()) == [0.3] and quick.checkpoint.nunique() == 4
     text = (res / "summary.md").read_text()
@@ -37,8 +43,11 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert (res / "training/on-pgd-at_ssc-seed-0.command.txt").read_text() == command  # records beside the tables
     assert "| on-pgd-at/ssc-seed-0 | 1 |" in text  # its training row
     assert len(pd.read_csv(res / "training/mart.log.csv")) == 1 and (res / "training/mart.train.log").exists()
-    assert ("--preset=pgd-at-mnist --seed=0 --epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1 --struct=ssc "
-            "--struct_lambda=300 --struct_on=logits") in command  # the base's budget, then the method
+    assert ("--preset=pgd-at-mnist --seed=0 --epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1 --warmup_epochs=1 "
+            "--epochs=1 --milestones=1 --struct=ssc --struct_lambda=300 --struct_on=logits") in command  # budget, warm-up, method
+    assert "--struct_in_warmup=false" in command
+    for method in ("pclc", "ssc", "rcc"):  # the base's warm-up epoch, then the method's
+        assert list(pd.read_csv(res / f"training/on-pgd-at_{method}-seed-0.log.csv").phase) == ["warmup", "main"]
     assert "<!-- mnist-baselines -->" in (tmp_path / "RESULTS.md").read_text()
     second = baselines(root, tmp_path, PART="on-top")
     assert second.returncode == 0, second.stderr[-2000:]

@@ -152,6 +152,25 @@ def test_a_cache_entry_that_does_not_fit_is_recomputed(finished, tmp_path):
     assert log_of(out)[before:].count("computed") == 4 and out.read_text() == first
 
 
+def test_tables_sharing_a_cache_reuse_only_the_same_jobs(finished, plain, tmp_path, capsys):
+    """--cache: a second table of the same checkpoint (and another model) reuses the first table's
+    jobs of that checkpoint only, and writes what a table computed from nothing writes."""
+    ckpt, shared = str(finished / "final.pt"), tmp_path / "jobs"
+    evaluate(ckpt, *ATTACK, f"--out={tmp_path / 'one.csv'}", f"--cache={shared}")
+    assert not (tmp_path / "one.cache").exists() and len(os.listdir(shared)) == 3
+    two = [ckpt, str(finished / "ce_warmup.pt"), *ATTACK]
+    evaluate(*two, f"--out={tmp_path / 'two.csv'}", f"--cache={shared}")
+    log = log_of(tmp_path / "two.csv")
+    assert log.count("cached") == 3 and log.count("computed") == 3
+    assert all("final" in line for line in log.splitlines() if "cached" in line)
+    evaluate(*two, f"--out={tmp_path / 'alone.csv'}")  # its own cache, nothing to reuse
+    assert "cached" not in log_of(tmp_path / "alone.csv")
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "alone.csv").read_text()
+    (tmp_path / "file").write_text("x")
+    assert run(adv_testing.main, [ckpt, *ATTACK, f"--out={tmp_path / 'r.csv'}", f"--cache={tmp_path / 'file'}"]) == 2
+    one_line(capsys, "--cache=", "not a folder")
+
+
 # ---- 2.-4. training: resume with the same run only, no lost row, no mixed output folder ------------
 
 @pytest.mark.parametrize("flag", ["--lr=0.01", "--weight_decay=0.001", "--loss=ce", "--batch_size=64",

@@ -25,9 +25,9 @@ BAD = {
         "MOMENTUM": ["1", "-0.1"], "SCHEDULE": ["cosine"], "MILESTONES": ["0", "a"], "GAMMA": ["0", "1.5"],
         "WEIGHT_DECAY": ["-1"], "AUGMENT": ["maybe"], "ADV_TRAIN": ["cw"], "ADV_EPS": ["0", "1.1"],
         "COLLAPSE_CHECK": ["-1"], "ADV_STEPS": ["0"], "ADV_STEP_SIZE": ["-0.1", "2"], "ADV_DECAY": ["-1"],
-        "ALPHA": ["-1"], "BETA": ["-0.5"], "STRUCT": ["l2"], "STRUCT_LAMBDA": ["-1"],
+        "ALPHA": ["-1"], "BETA": ["-0.5"], "STRUCT": ["l2"], "STRUCT_LAMBDA": ["-1"], "STRUCT_IN_WARMUP": ["later"],
         "STRUCT_METRIC": ["chebyshev"], "STRUCT_ON": ["input"], "SEED": ["-1"], "DEVICE": ["gpu", "cuda:x"],
-        "AMP": ["2"], "CHANNELS_LAST": ["yes please"], "RESUME": ["sometimes"], "OVERWRITE": ["x"],
+        "AMP": ["2"], "AMP_CPU": ["no way"], "CHANNELS_LAST": ["yes please"], "RESUME": ["sometimes"], "OVERWRITE": ["x"],
         "PRESET": ["no-such-preset"],
     },
     "adv_testing": {
@@ -36,7 +36,7 @@ BAD = {
         "APGD_STEPS": ["0"], "APGD_RESTARTS": ["0"], "FAB_STEPS": ["0"], "FAB_RESTARTS": ["0"],
         "SQUARE_QUERIES": ["0"], "SPSA_ITERS": ["0"], "CW_STEPS": ["0"], "LARGE_EPS": ["0", "1.5"],
         "MODEL": ["resnet9"], "DATASET": ["imagenet"], "ARCH": ["model.py", "model.py:"],
-        "ARCH_ARGS": ["a", "=1"], "DATA_DIR": [], "OUT": ["r.md", "r.png", "r.log", "q.cache"],
+        "ARCH_ARGS": ["a", "=1"], "DATA_DIR": [], "OUT": ["r.md", "r.png", "r.log", "q.cache"], "CACHE": [],
         "FRESH": ["perhaps"], "SEED": ["-1"], "DEVICE": ["tpu"], "CHANNELS_LAST": ["maybe"],
     },
     "make_figures": {

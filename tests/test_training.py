@@ -208,6 +208,18 @@ def test_adversarial_training_with_structure_term(tmp_path):
     assert load_checkpoint(str(out / "final.pt"))["meta"]["settings"]["STRUCT_LAMBDA"] == 100.0
 
 
+def test_struct_in_warmup_false_keeps_the_term_out_of_the_warmup_only(tmp_path):
+    """--struct_in_warmup=false: the warm-up is plain adversarial CE (the same weights as lambda 0),
+    the main phase has the term (other weights than lambda 0); true (the default): both phases."""
+    common = ["--warmup_epochs=1", "--epochs=1", "--adv_train=pgd", "--adv_steps=2", "--struct=rcc"]
+    plain = train(tmp_path / "plain", *common, "--struct_lambda=0")
+    late = train(tmp_path / "late", *common, "--struct_lambda=100", "--struct_in_warmup=false")
+    both = train(tmp_path / "both", *common, "--struct_lambda=100")
+    assert same(weights(late / "ce_warmup.pt"), weights(plain / "ce_warmup.pt"))
+    assert not same(weights(late / "final.pt"), weights(plain / "final.pt"))
+    assert not same(weights(both / "ce_warmup.pt"), weights(plain / "ce_warmup.pt"))
+
+
 def test_torchrun_two_processes(tmp_path, root):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -85,6 +85,30 @@ def test_objective_gradient_with_and_without_clean_graph(method, alpha, lam):
     assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
 
 
+@pytest.mark.parametrize("device,amp,amp_cpu,cast", [("cpu", True, False, False), ("cpu", True, True, True),
+                                                   ("cpu", False, True, False), ("cuda:1", True, False, True),
+                                                   ("cuda", False, False, False)])
+def test_training_cast_follows_amp_and_amp_cpu(device, amp, amp_cpu, cast):
+    got = vgg_training.training_cast(dict(SETTINGS, AMP=amp, AMP_CPU=amp_cpu), device)
+    assert isinstance(got, torch.autocast) == cast
+    if cast:
+        assert got.device == device.split(":")[0] and got.fast_dtype == torch.bfloat16
+
+
+def test_the_training_attack_runs_under_the_cast():
+    """AMP_CPU's speed comes from the attack's passes (most of a PGD step): they run under the cast too."""
+    model, x, y, x_adv = net_and_batch()
+    seen = []
+
+    def attack(a, b):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return x_adv
+    s = dict(SETTINGS, ADV_TRAIN="pgd", AMP_CPU=True)
+    logits = vgg_training.train_step(vgg_training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(), attack,
+                                     vgg_training.structure_term(s), s, vgg_training.training_cast(s, "cpu"))[1]
+    assert seen == [True] and logits.dtype == torch.bfloat16 and not torch.is_autocast_enabled("cpu")
+
+
 def test_training_attacks_follow_their_rules():
     """fgsm-rs: a uniform start and one step of 1.25 eps by default; trades / mart: their own inner
     attacks; every X_adv in the ball and in [0, 1]; the model back in train mode."""
