@@ -41,7 +41,7 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert "### On top of pgd-at" in text and "| pgd-at | 1 |" in text
     command = (tmp_path / "runs/mnist-baselines/on-pgd-at/ssc-seed-0/command.txt").read_text()
     assert (res / "training/on-pgd-at_ssc-seed-0.command.txt").read_text() == command  # records beside the tables
-    assert "| on-pgd-at/ssc-seed-0 | 1 |" in text  # its training row
+    assert "| on-pgd-at/ssc-seed-0 | 2 |" in text  # its training row: the warm-up epoch and the main one
     assert len(pd.read_csv(res / "training/mart.log.csv")) == 1 and (res / "training/mart.train.log").exists()
     assert ("--preset=pgd-at-mnist --seed=0 --epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1 --warmup_epochs=1 "
             "--epochs=1 --milestones=1 --struct=ssc --struct_lambda=300 --struct_on=logits") in command  # budget, warm-up, method
