@@ -57,6 +57,7 @@ declare -A BUDGET_OF=([pgd-at]=$SMALLCNN [fgsm-rs]="")  # BASE's own settings be
 # none on FGSM-RS (its cyclic schedule would be one cycle per phase: not split; from the first epoch)
 declare -A WARM_OF=([pgd-at]=$WARM [fgsm-rs]="")
 declare -A ON_TOP=(
+  [split]=""   # the control where there is a warm-up: the base in the arms' two phases, no method
   [pclc]="--loss=pclc"
   [ssc]="--struct=ssc --struct_lambda=300 --struct_on=logits --struct_metric=euclidean --struct_in_warmup=false"
   [rcc]="--struct=rcc --struct_lambda=15 --struct_on=embedding --struct_in_warmup=false"
@@ -104,12 +105,14 @@ fi
 if [ "$PART" != baselines ]; then  # runs in RUNS/on-BASE/, tables in RES/on-BASE/ (report: one table per BASE)
   for seed in $SEEDS; do
     train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]}
-    for method in pclc ssc rcc; do
+    arms=(pclc ssc rcc); [ -z "${WARM_OF[$BASE]}" ] || arms+=(split)
+    names=()
+    for method in "${arms[@]}"; do
       train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]} ${WARM_OF[$BASE]} \
         ${ON_TOP[$method]}
+      names+=(on-$BASE/$method-seed-$seed)
     done
-    attack on-$BASE/seed-$seed "$EPS" standard $BASE-seed-$seed on-$BASE/pclc-seed-$seed on-$BASE/ssc-seed-$seed \
-      on-$BASE/rcc-seed-$seed
+    attack on-$BASE/seed-$seed "$EPS" standard $BASE-seed-$seed "${names[@]}"
   done
 fi
 # every run's record beside the tables: its epochs (log.csv), its output and its command

@@ -320,7 +320,8 @@ def points_table(points):
 _RUN = re.compile(r"^([a-z-]+?)(?:-seed-(\d+))?/final$")
 BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")    # baselines.sh's runs
 BASES = ("pgd-at", "fgsm-rs")  # what baselines.sh puts the methods on top of (BASE): RES/on-BASE/
-ON_TOP = {"pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
+ON_TOP = {"split": "control: the base in the arms' warm-up + main schedule",  # baselines.sh's arms
+          "pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
 _PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 
 

@@ -23,8 +23,8 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert sorted(f for f in os.listdir(res) if f.endswith(".csv")) == ["baselines.csv"]
     on_top = pd.read_csv(res / "on-pgd-at/seed-0.csv")  # BASE: pgd-at by default
     assert sorted(on_top.checkpoint.unique()) == ["pclc-seed-0/final", "pgd-at-seed-0/final", "rcc-seed-0/final",
-                                                  "ssc-seed-0/final"]
-    assert first.stdout.count(" trained ") == 7 and first.stdout.count(" attacked ") == 3
+                                                  "split-seed-0/final", "ssc-seed-0/final"]
+    assert first.stdout.count(" trained ") == 8 and first.stdout.count(" attacked ") == 3
     # one job cache for every table: pgd-at-seed-0, in the baselines table too, is attacked once
     log = (res / "on-pgd-at/seed-0.log").read_text().splitlines()
     base = [line for line in log if "  pgd-at-seed-0/final  " in line]
@@ -46,7 +46,8 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert ("--preset=pgd-at-mnist --seed=0 --epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1 --warmup_epochs=1 "
             "--epochs=1 --milestones=1 --struct=ssc --struct_lambda=300 --struct_on=logits") in command  # budget, warm-up, method
     assert "--struct_in_warmup=false" in command
-    for method in ("pclc", "ssc", "rcc"):  # the base's warm-up epoch, then the method's
+    assert "| control: the base in the arms' warm-up + main schedule | 0.3 | 1 |" in text
+    for method in ("pclc", "ssc", "rcc", "split"):  # the base's warm-up epoch, then the method's
         assert list(pd.read_csv(res / f"training/on-pgd-at_{method}-seed-0.log.csv").phase) == ["warmup", "main"]
     assert "<!-- mnist-baselines -->" in (tmp_path / "RESULTS.md").read_text()
     second = baselines(root, tmp_path, PART="on-top")
