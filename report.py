@@ -432,14 +432,13 @@ def budget_check(t, res):
 
 
 def run_names(runs):
-    """The runs under RUNS: NAME, and on-BASE/NAME for the methods on top of BASE."""
+    """The finished runs under RUNS (folders holding final.pt): NAME, and on-BASE/NAME for the methods
+    on top of BASE. Other folders (a run of your own kept beside them, records) are not runs."""
     names = []
     for d in sorted(os.listdir(runs)):
-        if d.startswith("on-") and os.path.isdir(os.path.join(runs, d)):
-            names += [f"{d}/{n}" for n in sorted(os.listdir(os.path.join(runs, d)))
-                      if os.path.isdir(os.path.join(runs, d, n))]
-        elif os.path.isdir(os.path.join(runs, d)):
-            names.append(d)
+        inner = sorted(os.listdir(os.path.join(runs, d))) if d.startswith("on-") else []
+        names += [name for name in [d] + [f"{d}/{n}" for n in inner]
+                  if os.path.isfile(os.path.join(runs, name, "final.pt"))]
     return names
 
 

@@ -130,3 +130,12 @@ def test_budget_check_is_quick_minus_standard(tables):
     pd.DataFrame(rows("mart/final", 0.9, {0.3: 0.5})).to_csv(tables / "quick-budget/baselines.csv", index=False)
     with pytest.raises(report.UserError, match="mart/final at eps 0.3 has no standard-budget row"):
         report.budget_check(t, tables)
+
+
+def test_run_names_are_the_finished_runs(tmp_path):
+    for name in ("pgd-at-seed-0", "on-pgd-at/ssc-seed-0", "bf16/pgd-at-bf16-seed-0", "stopped", "on-pgd-at/stopped"):
+        (tmp_path / name).mkdir(parents=True)
+        if "stopped" not in name:
+            (tmp_path / name / "final.pt").write_bytes(b"")
+    (tmp_path / "pgd-at-seed-0.train.log").write_text("")
+    assert report.run_names(str(tmp_path)) == ["on-pgd-at/ssc-seed-0", "pgd-at-seed-0"]
