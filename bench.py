@@ -164,9 +164,8 @@ def adv_trainer(model_name, s, batches, channels_last=True, cast=None):
 
     def go():
         for x, y in batches:
-            opt.zero_grad()
-            with cast:  # the attack's passes too
-                loss = vgg_training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
+            opt.zero_grad()  # train_step runs the attack and the objective under `cast`
+            loss = vgg_training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
             loss.backward()
             opt.step()
     return net, opt, go

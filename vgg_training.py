@@ -117,9 +117,8 @@ def adversarial_objective(combine, clean_counts=lambda s: True):
     attack, r the logits or the embedding (STRUCT_ON). The forward on X keeps no graph where neither
     term depends on it (clean_counts(s) false and STRUCT_LAMBDA 0): the same gradient, one backward less."""
     def objective(net, x, y, attack, L, struct_loss, s, autocast):
-        with autocast:
+        with autocast:  # the attack's passes too
             x_adv = attack(x, y)
-        with autocast:
             with torch.set_grad_enabled(clean_counts(s) or s["STRUCT_LAMBDA"] != 0):
                 clean = net(x)
             adv = net(x_adv)
