@@ -125,5 +125,5 @@ for dir in "$RUNS"/*/ "$RUNS"/on-*/*/; do
   [ ! -f "$RUNS/$name.train.log" ] || cp "$RUNS/$name.train.log" "$RES/training/$flat.train.log"
 done
 END=$(date +%s)
-$PY report.py baselines "$RUNS" "$RES" "$((END - START))"
+$PY report.py baselines "$RES" "$((END - START))"
 echo "baselines finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

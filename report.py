@@ -5,7 +5,7 @@ study_mnist.sh and baselines.sh call it):
     python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
     python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
     python report.py ssc-points RUNS RES FIGURE TOTAL_S GRID    # study_mnist.sh: points.csv, figure, section
-    python report.py baselines RUNS RES TOTAL_S                 # baselines.sh: summary.md, section
+    python report.py baselines RES TOTAL_S                      # baselines.sh: summary.md, section
 
 RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
 Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
@@ -431,20 +431,20 @@ def budget_check(t, res):
             *out, "", verdict, ""]
 
 
-def run_names(runs):
-    """The finished runs under RUNS (folders holding final.pt): NAME, and on-BASE/NAME for the methods
-    on top of BASE. Other folders (a run of your own kept beside them, records) are not runs."""
-    names = []
-    for d in sorted(os.listdir(runs)):
-        inner = sorted(os.listdir(os.path.join(runs, d))) if d.startswith("on-") else []
-        names += [name for name in [d] + [f"{d}/{n}" for n in inner]
-                  if os.path.isfile(os.path.join(runs, name, "final.pt"))]
-    return names
+def training_records(res):
+    """The training records baselines.sh keeps beside the tables (RES/training/FLAT.log.csv, FLAT: the
+    run's name with '/' as '_'): {run name: its log}, so that the report needs no checkpoints."""
+    import pandas as pd
+    folder = os.path.join(res, "training")
+    names = sorted(f[:-len(".log.csv")] for f in os.listdir(folder) if f.endswith(".log.csv")) \
+        if os.path.isdir(folder) else []
+    return {name.replace("_", "/", 1): pd.read_csv(os.path.join(folder, f"{name}.log.csv")) for name in names}
 
 
-def baselines_section(runs, res, total_s):
+def baselines_section(res, total_s):
     """results/mnist-baselines/summary.md: the baselines beside the published anchors (their seeds from
-    every table), the methods on top of each BASE (RES/on-BASE/), and each run's training time."""
+    every table), the methods on top of each BASE (RES/on-BASE/), and each run's training time (from
+    RES/training/): all of it from RES alone."""
     import pandas as pd
     t, _ = runs_table(res)
     tops = {b: runs_table(os.path.join(res, f"on-{b}")) for b in BASES if os.path.isdir(os.path.join(res, f"on-{b}"))}
@@ -455,7 +455,7 @@ def baselines_section(runs, res, total_s):
     every = pd.concat(found).drop_duplicates(["checkpoint", "attack", "eps"])
     eps_grid = sorted(every[every.attack == "worst"].eps.unique())
     times = [f"| {name} | {len(log)} | {100 * log.test_acc.iloc[-1]:.2f} | {log.seconds.sum() / 60:.1f} |"
-             for name, log in ((name, read_log(runs, name)) for name in run_names(runs))]
+             for name, log in training_records(res).items()]
     on_top = [line for b, (tb, lines) in tops.items()
               for line in (f"### On top of {b} (same recipe and budget, seed by seed)", "",
                            on_top_table(tb, lines, eps_grid, base=b), "")]
@@ -473,9 +473,9 @@ def baselines_section(runs, res, total_s):
 
 def main(argv):
     usage = ("usage: python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
-             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RUNS RES TOTAL_S")
-    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 5, "baselines": 3}
-    timings = {"reproduce": slice(4, 6), "study": slice(3, 4), "ssc-points": slice(3, 4), "baselines": slice(2, 3)}
+             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RES TOTAL_S")
+    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 5, "baselines": 2}
+    timings = {"reproduce": slice(4, 6), "study": slice(3, 4), "ssc-points": slice(3, 4), "baselines": slice(1, 2)}
     if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
         raise UserError(usage)
     command, args = argv[0], argv[1:]
@@ -507,8 +507,8 @@ def main(argv):
         print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")
         return 0
     if command == "baselines":
-        runs, res = args[:2]
-        text = baselines_section(runs, res, seconds[0])
+        res = args[0]
+        text = baselines_section(res, seconds[0])
         atomic_write(os.path.join(res, "summary.md"), lambda f: f.write(text.encode()))
         results = results_beside(res)
         write_section(results, "mnist-baselines", text)

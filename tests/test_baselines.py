@@ -132,10 +132,15 @@ def test_budget_check_is_quick_minus_standard(tables):
         report.budget_check(t, tables)
 
 
-def test_run_names_are_the_finished_runs(tmp_path):
-    for name in ("pgd-at-seed-0", "on-pgd-at/ssc-seed-0", "bf16/pgd-at-bf16-seed-0", "stopped", "on-pgd-at/stopped"):
-        (tmp_path / name).mkdir(parents=True)
-        if "stopped" not in name:
-            (tmp_path / name / "final.pt").write_bytes(b"")
-    (tmp_path / "pgd-at-seed-0.train.log").write_text("")
-    assert report.run_names(str(tmp_path)) == ["on-pgd-at/ssc-seed-0", "pgd-at-seed-0"]
+def test_training_table_comes_from_the_records_beside_the_tables(tables):
+    """summary.md needs RES alone (no checkpoints: a fresh machine rebuilds it from the committed files)."""
+    folder = tables / "training"
+    folder.mkdir()
+    for flat, accs in (("pgd-at-seed-0", [0.9, 0.95]), ("on-pgd-at_ssc-seed-0", [0.5, 0.1135, 0.1135])):
+        pd.DataFrame(dict(test_acc=accs, seconds=[60.0] * len(accs))).to_csv(folder / f"{flat}.log.csv", index=False)
+        (folder / f"{flat}.train.log").write_text("not a log.csv\n")
+        (folder / f"{flat}.command.txt").write_text("python vgg_training.py\n")
+    assert list(report.training_records(str(tables))) == ["on-pgd-at/ssc-seed-0", "pgd-at-seed-0"]
+    text = report.baselines_section(str(tables), 60.0)
+    assert text.endswith("| on-pgd-at/ssc-seed-0 | 3 | 11.35 | 3.0 |\n| pgd-at-seed-0 | 2 | 95.00 | 2.0 |\n")
+    assert report.training_records(str(tables / "elsewhere")) == {}  # no training folder: no rows
