@@ -461,7 +461,8 @@ def baselines_section(res, total_s):
                            on_top_table(tb, lines, eps_grid, base=b), "")]
     return "\n".join([
         "## The field's baselines on MNIST, and the papers' methods on top (`bash baselines.sh`)", "",
-        f"Made by `bash baselines.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
+        "Made by `bash baselines.sh`, one `PART` / `SEEDS` sitting at a time (the sitting that wrote this: "
+        f"{total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
         "Worst case: a sample counts only if it survives every attack of the default suite at "
         "`--budget=standard` (Croce & Hein's 100 APGD / FAB iterations, Square 5000) on the same test "
         "images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.", "",
