@@ -1,4 +1,5 @@
-"""The field's adversarial-training objectives that a defense is compared against: TRADES and MART.
+"""The field's adversarial-training baselines that a defense is compared against: the objectives of
+TRADES and MART, and the training attacks of fast adversarial training (FGSM-RS) and its PGD mode.
 
 TRADES: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
 ICML 2019 (code yaodongyu/TRADES). MART: Wang et al., "Improving Adversarial Robustness Requires
@@ -24,12 +25,26 @@ repositories runs unchanged with this file, on any device:
     loss = trades_loss(model, x, y, optimizer, step_size=0.01, epsilon=0.3, perturb_steps=40, beta=1.0)
     loss.backward(); optimizer.step()
 
+`fast_fgsm_adversary` and `fast_pgd_adversary` are the training attacks of Wong, Rice & Kolter,
+"Fast is better than free: Revisiting adversarial training", ICLR 2020 (code
+locuslab/fast_adversarial, MNIST/train_mnist.py), step for step: FGSM-RS takes its gradient at
+x + delta with delta ~ U(-eps, eps) *not* clipped to [0, 1] (torchattacks' FFGSM clips the start
+first, a different attack), then delta <- clip(delta + alpha sign(grad), -eps, eps), clipped so that
+x + delta lies in [0, 1]; its PGD mode starts from that uniform delta clipped to the image, moves
+delta only for the samples the model still classifies correctly, and steps on the sign of the
+gradients summed over its iterations (the released loop never zeroes delta.grad). Both leave the model in the mode
+it is in (the released script trains in train mode) and draw from torch's global generator:
+
+    x_adv = fast_fgsm_adversary(model, x, y, epsilon=0.3, alpha=0.375)
+    loss = F.cross_entropy(model(x_adv), y)
+
 This file imports nothing but torch: copy it into your project as it is.
 """
 import torch
 from torch.nn import functional as F
 
-__all__ = ["trades_objective", "mart_objective", "trades_adversary", "mart_adversary", "trades_loss", "mart_loss"]
+__all__ = ["trades_objective", "mart_objective", "trades_adversary", "mart_adversary", "trades_loss", "mart_loss",
+           "fast_fgsm_adversary", "fast_pgd_adversary"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -198,3 +213,45 @@ def mart_loss(model, x_natural, y, optimizer, step_size=0.007, epsilon=0.031, pe
     model.train()
     optimizer.zero_grad()
     return mart_objective(model(x_natural), model(x_adv), y, beta=float(beta))
+
+
+def _ce_grad(model, x_adv, y):
+    """(logits, gradient of the cross-entropy) at x_adv."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_adv)
+        grad, = torch.autograd.grad(F.cross_entropy(logits, y), [x_adv])
+    return logits.detach(), grad
+
+
+def _into_image(x, delta):
+    """delta clipped so that x + delta lies in [0, 1]."""
+    return torch.max(torch.min(1 - x, delta), -x)
+
+
+def fast_fgsm_adversary(model, x, y, epsilon=0.3, alpha=0.375):
+    """FGSM-RS as fast_adversarial trains with it: the gradient at x + delta, delta ~ U(-eps, eps)
+    not clipped to the image; one signed step of alpha, clipped to the ball, then to [0, 1]."""
+    _check_attack(x, y, alpha, epsilon, 1, 0.0, "l_inf", ("l_inf",))
+    delta = torch.zeros_like(x).uniform_(-epsilon, epsilon)
+    _, grad = _ce_grad(model, x + delta, y)
+    delta = _into_image(x, torch.clamp(delta + alpha * torch.sign(grad), -epsilon, epsilon))
+    return torch.clamp(x + delta, 0, 1).detach()
+
+
+def fast_pgd_adversary(model, x, y, epsilon=0.3, alpha=0.01, attack_iters=40):
+    """fast_adversarial's PGD training attack: delta ~ U(-eps, eps) clipped to the image, then
+    attack_iters signed steps of alpha, each moving only the samples classified correctly at the
+    current delta (a per-sample early stop), projected to the ball and to [0, 1]. The step's sign is
+    that of the gradients summed over the iterations so far, as in MNIST/train_mnist.py, which never
+    zeroes delta.grad (its evaluate_mnist.py does)."""
+    _check_attack(x, y, alpha, epsilon, attack_iters, 0.0, "l_inf", ("l_inf",))
+    delta = _into_image(x, torch.zeros_like(x).uniform_(-epsilon, epsilon))
+    total = torch.zeros_like(x)
+    for _ in range(attack_iters):
+        logits, grad = _ce_grad(model, x + delta, y)
+        total = total + grad  # the released loop never zeroes delta.grad: it steps on the running sum
+        moved = _into_image(x, torch.clamp(delta + alpha * torch.sign(total), -epsilon, epsilon))
+        correct = (logits.argmax(1) == y).view(-1, *[1] * (x.dim() - 1))
+        delta = torch.where(correct, moved, delta)
+    return torch.clamp(x + delta, 0, 1).detach()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torchattacks as ta
 
-from adversarial_baselines import mart_adversary, trades_adversary
+from adversarial_baselines import fast_fgsm_adversary, fast_pgd_adversary, mart_adversary, trades_adversary
 
 STEP_RULES = {"released": lambda eps, steps: eps / steps,
               "madry": lambda eps, steps: 2.5 * eps / steps,
@@ -56,12 +56,20 @@ Attack = namedtuple("Attack", "white iterative costly reads build")
 _ITER, _APGD, _FAB = ("steps", "step"), ("apgd_steps", "apgd_restarts", "seed"), ("fab_steps", "fab_restarts", "seed")
 ATTACKS = {
     "fgsm": Attack(True, False, False, (), lambda m, e, k: ta.FGSM(m, eps=e)),
-    "fgsm-rs": Attack(True, False, False, ("step",), lambda m, e, k: ta.FFGSM(m, eps=e, alpha=k.step)),
+    # FGSM-RS as fast_adversarial trains with it (the uniform start not clipped to the image), and
+    # torchattacks' FFGSM, which clips the start first: on MNIST's 0/1 pixels that start is mostly
+    # plain FGSM's (the ablation fgsm-rs-clamped)
+    "fgsm-rs": Attack(True, False, False, ("step",), lambda m, e, k: lambda x, y: fast_fgsm_adversary(
+        m, x, y, e, k.step)),
+    "fgsm-rs-clamped": Attack(True, False, False, ("step",), lambda m, e, k: ta.FFGSM(m, eps=e, alpha=k.step)),
     "mim": Attack(True, True, False, _ITER + ("decay",), lambda m, e, k: ta.MIFGSM(
         m, eps=e, alpha=k.step, steps=k.steps, decay=k.decay)),
     "pgd": Attack(True, True, False, _ITER, lambda m, e, k: ta.PGD(
         m, eps=e, alpha=k.step, steps=k.steps, random_start=True)),
     "bim": Attack(True, True, False, _ITER, lambda m, e, k: ta.BIM(m, eps=e, alpha=k.step, steps=k.steps)),
+    # fast_adversarial's PGD mode: a step moves only the samples still classified correctly
+    "pgd-es": Attack(True, True, False, _ITER, lambda m, e, k: lambda x, y: fast_pgd_adversary(
+        m, x, y, e, k.step, k.steps)),
     "trades": Attack(True, True, False, _ITER, lambda m, e, k: lambda x, y: trades_adversary(
         m, x, k.step, e, k.steps)),
     "mart": Attack(True, True, False, _ITER, lambda m, e, k: lambda x, y: mart_adversary(
@@ -88,7 +96,7 @@ ATTACKS = {
         m, norm="Linf", eps=e, steps=k.fab_steps, n_restarts=k.fab_restarts, multi_targeted=True,
         n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
 }
-TRAINING_ONLY = ("fgsm-rs", "trades", "mart")  # training's inner attacks: adv_testing.py does not offer them
+TRAINING_ONLY = ("fgsm-rs", "fgsm-rs-clamped", "pgd-es", "trades", "mart")  # training's inner attacks: adv_testing.py does not offer them
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the PC-LC notebook's set
           "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"]}  # Croce & Hein's standard version
 # AutoAttack standard as one cascade (each attack only on what the previous ones left)

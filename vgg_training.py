@@ -61,7 +61,7 @@ MILESTONES = [50, 100]         # multistep: epochs where the LR is multiplied by
 GAMMA = 0.2                    # multistep factor
 WEIGHT_DECAY = 0.0             # weight decay of the optimiser
 AUGMENT = True                 # flip/rotate/crop of the 32/64-px sets (never the MNIST family)
-ADV_TRAIN = "none"             # none, fgsm, fgsm-rs, pgd, mim, trades, mart (ADV_METHODS)
+ADV_TRAIN = "none"             # none, fgsm, fgsm-rs, fgsm-rs-clamped, pgd, pgd-es, mim, trades, mart (ADV_METHODS)
 ADV_EPS = 0.1                  # L-inf radius of the training attack
 ADV_STEPS = 5                  # pgd / mim / trades / mart steps
 ADV_STEP_SIZE = 0.0            # step size; 0: the method's rule (ADV_METHODS: 1.25 eps for fgsm-rs,
@@ -94,7 +94,9 @@ ADV_METHODS = {
     "none": AdvMethod(None, None, "clean"),
     "fgsm": AdvMethod("fgsm", None, "weighted"),
     "fgsm-rs": AdvMethod("fgsm-rs", "wong", "weighted"),  # a uniform start, one step of 1.25 eps
+    "fgsm-rs-clamped": AdvMethod("fgsm-rs-clamped", "wong", "weighted"),  # the start clipped first
     "pgd": AdvMethod("pgd", "madry", "weighted"),
+    "pgd-es": AdvMethod("pgd-es", "madry", "weighted"),   # fast_adversarial's PGD mode
     "mim": AdvMethod("mim", "madry", "weighted"),
     "trades": AdvMethod("trades", "madry", "trades"),     # TRADES' and MART's own inner attacks
     "mart": AdvMethod("mart", "madry", "mart"),           # (adversarial_baselines.py)
@@ -114,14 +116,21 @@ def clean_objective(net, x, y, attack, L, struct_loss, s, autocast):
 
 def adversarial_objective(combine, clean_counts=lambda s: True):
     """combine(L, z, z_adv, y, s) + STRUCT_LAMBDA * L_struct(r(X), r(X_adv), y), X_adv crafted by the
-    attack, r the logits or the embedding (STRUCT_ON). The forward on X keeps no graph where neither
-    term depends on it (clean_counts(s) false and STRUCT_LAMBDA 0): the same gradient, one backward less."""
+    attack, r the logits or the embedding (STRUCT_ON). Where neither term depends on X (clean_counts(s)
+    false and STRUCT_LAMBDA 0) the forward on X only gives the logged accuracy: it runs in eval mode
+    without a graph, after the one on X_adv, so the training step is the released PGD-AT / FGSM-RS one
+    (no dropout draws or batch-norm statistics of its own)."""
     def objective(net, x, y, attack, L, struct_loss, s, autocast):
         with autocast:  # the attack's passes too
             x_adv = attack(x, y)
-            with torch.set_grad_enabled(clean_counts(s) or s["STRUCT_LAMBDA"] != 0):
-                clean = net(x)
-            adv = net(x_adv)
+            if clean_counts(s) or s["STRUCT_LAMBDA"] != 0:
+                clean, adv = net(x), net(x_adv)
+            else:
+                adv = net(x_adv)
+                net.eval()
+                with torch.no_grad():
+                    clean = net(x)
+                net.train()
             side = REPRESENTATION[s["STRUCT_ON"]]
             structure = struct_loss(clean[side], adv[side], y)
             return combine(L, clean[0], adv[0], y, s) + s["STRUCT_LAMBDA"] * structure, clean[0], structure
@@ -149,10 +158,17 @@ OBJECTIVES = {"clean": clean_objective, "weighted": adversarial_objective(weight
 # the LR factor at batch t of a phase of `epochs` epochs of `steps` batches (stepped every batch)
 SCHEDULES = {
     "multistep": lambda t, steps, epochs, s: s["GAMMA"] ** sum(t // steps >= m for m in s["MILESTONES"]),
-    # Wong, Rice & Kolter (2020): linear from 0 up to LR at 2/5 of the phase, back to 0 at its end
-    "cyclic": lambda t, steps, epochs, s: max(0.0, min(t / (0.4 * steps * epochs),
-                                                       (steps * epochs - t) / (0.6 * steps * epochs))),
+    # Wong, Rice & Kolter (2020), as fast_adversarial sets it before batch t: linear from 0 up to LR
+    # at epoch 2 * epochs // 5, back to 0 at the end, read at (t + 1) / steps epochs
+    "cyclic": lambda t, steps, epochs, s: cyclic((t + 1) / steps, 2 * epochs // 5, epochs),
 }
+
+
+def cyclic(at, peak, end):
+    """np.interp(at, [0, peak, end], [0, 1, 0]) (at, peak, end in epochs; peak may be 0)."""
+    if at <= peak:
+        return at / peak if peak else 1.0
+    return max(0.0, (end - at) / (end - peak))
 
 RANGES = {  # every setting's allowed values, checked before any data or checkpoint is touched
     "DATASET": one_of(*DATASETS), "MODEL": one_of(*MODEL_NAMES), "DATA_DIR": ANY_TEXT,

@@ -1,0 +1,215 @@
+"""The baselines' training steps against their released code, re-stated here from its facts: the
+project's step (vgg_training's objective, the attack registry, optimiser and schedule of the preset)
+and the released one run on the same network, batches, seed and random draws, in float64; the
+weights after a few optimiser steps agree to 1e-10.
+
+- FGSM-RS: locuslab/fast_adversarial MNIST/train_mnist.py (--attack fgsm): delta ~ U(-eps, eps) not
+  clipped to the image for the gradient, one step of alpha, Adam with the cyclic rate set before
+  each batch at np.interp(epoch + (i + 1) / batches, [0, 2E // 5, E], [0, lr_max, 0]).
+- PGD-AT as fast_adversarial trains it (--attack pgd): the start clipped to the image, each step
+  moving only the samples classified correctly.
+- PGD-AT as Madry et al. train it (and TRADES' repository's PGD): x + U(-eps, eps) clipped to [0, 1],
+  every sample moved each step, projected to the ball and [0, 1], the attack in eval mode; SGD.
+Each test also fails when one released fact is changed (the *_breaks tests)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import vgg_training  # noqa: E402
+from cli import parse_settings  # noqa: E402
+from models import build_model  # noqa: E402
+
+BATCHES, BATCH = 4, 10
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def settings(preset, *more):
+    s, _ = parse_settings(vgg_training.settings_of(vars(vgg_training)), [f"--preset={preset}", *more],
+                          vgg_training.PRESETS)
+    return s
+
+
+def data(seed=3):
+    """MNIST-like batches: most pixels exactly 0 (where clipping the start matters), some at 1."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(BATCHES * BATCH, 1, 28, 28, generator=g)
+    x = torch.where(x < 0.7, torch.zeros_like(x), torch.where(x > 0.9, torch.ones_like(x), x))
+    y = torch.randint(0, 10, (BATCHES * BATCH,), generator=g)
+    return x.split(BATCH), y.split(BATCH)
+
+
+def network(name, seed=0):
+    torch.manual_seed(seed)
+    return build_model(name, 1, 28, 10).double()
+
+
+def project_steps(s, model, xs, ys, epochs_of_schedule=2):
+    """The project's training loop for these batches: its objective, attack, optimiser and schedule
+    (a phase of `epochs_of_schedule` epochs of len(xs) batches)."""
+    net = vgg_training.WithEmbedding(model)
+    attack = vgg_training.make_attack(model, 10, s)
+    criterion = vgg_training.phase_loss(s["LOSS"], s["MARGIN"], s["LC_WEIGHT"])
+    optimizer = vgg_training.make_optimizer(model, s)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: vgg_training.SCHEDULES[s["SCHEDULE"]](
+        t, len(xs), epochs_of_schedule, s))
+    struct = vgg_training.structure_term(s)
+    torch.manual_seed(11)
+    for x, y in zip(xs, ys):
+        model.train()
+        loss, _, _ = vgg_training.train_step(net, (x, y), criterion, attack, struct, s, vgg_training.nullcontext())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return model
+
+
+def fast_adversarial_steps(model, xs, ys, attack, eps, alpha, lr_max, epochs, iters=40, cyclic=True,
+                           clamp_start=False, zero_delta_grad=False):
+    """train_mnist.py's loop over these batches as epoch 0 of `epochs` (facts: spec of the released code)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr_max)
+    schedule = (lambda t: np.interp([t], [0, epochs * 2 // 5, epochs], [0, lr_max, 0])[0]) if cyclic \
+        else (lambda t: lr_max)
+    torch.manual_seed(11)
+    for i, (X, y) in enumerate(zip(xs, ys)):
+        opt.param_groups[0].update(lr=schedule(0 + (i + 1) / len(xs)))
+        if attack == "fgsm":
+            if clamp_start:  # the ablation: torchattacks' FFGSM (N(0, 1) drawn, overwritten by
+                delta = torch.randn_like(X).uniform_(-eps, eps)  # U(-eps, eps)) clips the start first
+                delta = torch.clamp(X + delta, 0, 1) - X
+            else:
+                delta = torch.zeros_like(X).uniform_(-eps, eps)
+            delta.requires_grad = True
+            loss = F.cross_entropy(model(X + delta), y)
+            loss.backward()
+            grad = delta.grad.detach()
+            delta.data = torch.clamp(delta + alpha * torch.sign(grad), -eps, eps)
+            delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
+            delta = delta.detach()
+        else:
+            delta = torch.zeros_like(X).uniform_(-eps, eps)
+            delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
+            for _ in range(iters):
+                delta.requires_grad = True
+                output = model(X + delta)
+                loss = F.cross_entropy(output, y)
+                opt.zero_grad()
+                loss.backward()
+                grad = delta.grad.detach()
+                index = output.max(1)[1] == y
+                delta.data[index] = torch.clamp(delta + alpha * torch.sign(grad), -eps, eps)[index]
+                delta.data[index] = torch.max(torch.min(1 - X, delta.data), 0 - X)[index]
+                if zero_delta_grad:  # not released: train_mnist.py lets delta.grad accumulate
+                    delta.grad.zero_()
+            delta = delta.detach()
+        output = model(torch.clamp(X + delta, 0, 1))
+        loss = F.cross_entropy(output, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def madry_steps(model, xs, ys, eps, alpha, iters, lr, momentum):
+    """PGD-AT as Madry et al. (and TRADES' repository) train: a uniform start clipped to [0, 1],
+    every sample stepped, the attack in eval mode, the loss in train mode; SGD with momentum."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    torch.manual_seed(11)
+    for X, y in zip(xs, ys):
+        model.eval()
+        x_adv = torch.clamp(X + torch.empty_like(X).uniform_(-eps, eps), 0, 1)
+        for _ in range(iters):
+            x_adv.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), [x_adv])
+            x_adv = torch.clamp(X + torch.clamp(x_adv.detach() + alpha * grad.sign() - X, -eps, eps), 0, 1)
+        model.train()
+        loss = F.cross_entropy(model(x_adv), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def max_difference(a, b):
+    return max((p - q).abs().max().item() for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def fgsm_rs_pair(adv_train="fgsm-rs", clamp_start=False):
+    s = settings("fgsm-rs-mnist", f"--adv_train={adv_train}", "--epochs=2")
+    xs, ys = data()
+    ours = project_steps(s, network("wong-mnist"), xs, ys, epochs_of_schedule=s["EPOCHS"])
+    theirs = fast_adversarial_steps(network("wong-mnist"), xs, ys, "fgsm", s["ADV_EPS"], s["ADV_STEP_SIZE"], s["LR"],
+                                    s["EPOCHS"], clamp_start=clamp_start)
+    return ours, theirs
+
+
+def test_fgsm_rs_step_is_fast_adversarials():
+    ours, theirs = fgsm_rs_pair()
+    assert max_difference(ours, network("wong-mnist")) > 1e-3  # it trained
+    assert max_difference(ours, theirs) < 1e-10
+
+
+def test_fgsm_rs_clamped_is_the_clipped_start():
+    """The ablation fgsm-rs-clamped (torchattacks' FFGSM) is the released step with the start
+    clipped to the image, and differs from the released step."""
+    ours, theirs = fgsm_rs_pair("fgsm-rs-clamped", clamp_start=True)
+    assert max_difference(ours, theirs) < 1e-10
+    released, _ = fgsm_rs_pair()
+    assert max_difference(ours, released) > 1e-4
+
+
+def test_fgsm_rs_released_facts_break_the_match():
+    """Changing one released fact on the reference side (the start clipped; the rate read at i, not
+    i + 1; a flat rate) must break the agreement."""
+    s = settings("fgsm-rs-mnist", "--epochs=2")
+    xs, ys = data()
+    ours = project_steps(s, network("wong-mnist"), xs, ys, epochs_of_schedule=2)
+    args = (xs, ys, "fgsm", s["ADV_EPS"], s["ADV_STEP_SIZE"], s["LR"], 2)
+    for change in (dict(clamp_start=True), dict(cyclic=False)):
+        assert max_difference(ours, fast_adversarial_steps(network("wong-mnist"), *args, **change)) > 1e-6
+    assert max_difference(ours, fast_adversarial_steps(network("wong-mnist"), *args[:-1], 3)) > 1e-6
+
+
+def test_cyclic_schedule_is_np_interp():
+    s = settings("fgsm-rs-mnist")
+    for epochs, steps in ((10, 7), (3, 5), (1, 4), (7, 3)):
+        for t in range(epochs * steps):
+            want = np.interp([(t + 1) / steps], [0, epochs * 2 // 5, epochs], [0, 1, 0])[0]
+            assert vgg_training.SCHEDULES["cyclic"](t, steps, epochs, s) == pytest.approx(want, abs=1e-12)
+
+
+def test_pgd_es_step_is_fast_adversarials_pgd_mode():
+    s = settings("fgsm-rs-mnist", "--adv_train=pgd-es", "--adv_steps=5", "--adv_step_size=0.1",
+                 "--schedule=multistep", "--milestones=", "--lr=1e-3")
+    xs, ys = data()
+    ours = project_steps(s, network("wong-mnist"), xs, ys)
+    theirs = fast_adversarial_steps(network("wong-mnist"), xs, ys, "pgd", 0.3, 0.1, 1e-3, 2, iters=5, cyclic=False)
+    assert max_difference(ours, theirs) < 1e-10
+    fresh = fast_adversarial_steps(network("wong-mnist"), xs, ys, "pgd", 0.3, 0.1, 1e-3, 2, iters=5, cyclic=False,
+                                   zero_delta_grad=True)
+    assert max_difference(ours, fresh) > 1e-6  # the summed gradient is a released fact
+    # the per-sample early stop matters: every sample stepped is another procedure (Madry's)
+    madry = madry_steps(network("wong-mnist"), xs, ys, 0.3, 0.1, 5, 1e-3, 0.0)
+    assert max_difference(ours, madry) > 1e-6
+
+
+def test_pgd_at_step_is_madrys():
+    s = settings("pgd-at-mnist", "--adv_steps=3", "--adv_step_size=0.1")
+    xs, ys = data()
+    ours = project_steps(s, network("smallcnn"), xs, ys)
+    theirs = madry_steps(network("smallcnn"), xs, ys, 0.3, 0.1, 3, s["LR"], s["MOMENTUM"])
+    assert max_difference(ours, network("smallcnn")) > 1e-4
+    assert max_difference(ours, theirs) < 1e-10
