@@ -12,7 +12,10 @@
 #   Hein's 100 APGD / FAB iterations, Square 5000), the baselines once more at the largest eps with the
 #   default quick budget (10 iterations: the budget check), and report.py baselines: results/mnist-baselines/.
 # PART=baselines | on-top | all (default) splits the work into two sittings; BUDGET=cpu (default) |
-# full (the published epochs and 40 steps of 0.01: a GPU's job) | tiny (the tests' grid).
+# full (the published epochs and 40 steps of 0.01: a GPU's job) | gpu (the recipe's 40 steps of 0.01
+# for GPU_EPOCHS epochs, LR decay at 55 % of them: gpu.sh sizes it to a time limit) | tiny (the tests' grid).
+# STAGE=all (default) | train | attack: only the training, or only the tables and the report.
+# PARALLEL=true: every run of a stage at once, each its own process (one GPU holds them all).
 # Runs with final.pt are not trained again, interrupted ones resume, finished attacks come from the
 # one job cache all the tables share (RES/jobs.cache: a model in two tables is attacked once):
 # rerunning the command does only what is missing. BASELINES_OUT=DIR writes runs/ and results/ there.
@@ -38,13 +41,24 @@ case $BUDGET in
   cpu)  SMALLCNN="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3"; SEEDS="0 1 2"
         WARM="--warmup_epochs=2 --epochs=2 --milestones=1" ;;
   full) SMALLCNN=""; SEEDS="0 1 2"; WARM="--warmup_epochs=50 --epochs=50 --milestones=28" ;;
+  gpu)  E=${GPU_EPOCHS:-100}; H=$(( E / 2 > 0 ? E / 2 : 1 ))
+        SMALLCNN="--epochs=$E --milestones=$(( (E * 55 + 50) / 100 > 0 ? (E * 55 + 50) / 100 : 1 )) ${GPU_EXTRA:-}"
+        SEEDS="0 1 2"; WARM="--warmup_epochs=$H --epochs=$H --milestones=$(( (H * 55 + 50) / 100 > 0 ? (H * 55 + 50) / 100 : 1 ))" ;;
   tiny) SMALLCNN="--epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1"; SEEDS="0"
         WARM="--warmup_epochs=1 --epochs=1 --milestones=1"; EXTRA="--epochs=1 $EXTRA" ;;
-  *) echo "error: BUDGET=$BUDGET is out of range: allowed cpu, full, tiny" >&2; exit 2 ;;
+  *) echo "error: BUDGET=$BUDGET is out of range: allowed cpu, full, gpu, tiny" >&2; exit 2 ;;
 esac
 SEEDS_GIVEN=${SEEDS_ASKED:-$SEEDS}
 case $PART in all|baselines|on-top) ;; *)
   echo "error: PART=$PART is out of range: allowed all, baselines, on-top" >&2; exit 2 ;;
+esac
+STAGE=${STAGE:-all}
+PARALLEL=${PARALLEL:-false}
+case $STAGE in all|train|attack) ;; *)
+  echo "error: STAGE=$STAGE is out of range: allowed all, train, attack" >&2; exit 2 ;;
+esac
+case $PARALLEL in true|false) ;; *)
+  echo "error: PARALLEL=$PARALLEL is out of range: allowed true, false" >&2; exit 2 ;;
 esac
 case $BASE in pgd-at|fgsm-rs) ;; *)
   echo "error: BASE=$BASE is out of range: allowed pgd-at, fgsm-rs" >&2; exit 2 ;;
@@ -67,7 +81,7 @@ START=$(date +%s)
 
 # one run: train it (unless done), its command kept beside it; one line with its time (NAME may be
 # on-BASE/METHOD-seed-N)
-train() {
+train_one() {
   local name=$1; shift
   local dir=$RUNS/$name
   [ -f "$dir/final.pt" ] && return 0
@@ -81,7 +95,7 @@ train() {
 }
 # one table: the given runs attacked together on the same images (TABLE: a path under RES, without
 # .csv), at EPS with AutoAttack's BUDGET of adv_testing.py
-attack() {
+attack_one() {
   local table=$1 eps=$2 budget=$3; shift 3
   local ckpts=() t0=$(date +%s)
   for name in "$@"; do ckpts+=("$RUNS/$name/final.pt"); done
@@ -92,29 +106,54 @@ attack() {
     echo "error: attacking $table failed (its output: $RES/$table.out)" >&2; exit 1; }
   echo "$(date '+%H:%M:%S') attacked $table ($# models) in $(( $(date +%s) - t0 )) s"
 }
+# STAGE picks what runs; PARALLEL=true starts each in the background, and `settle` waits for them all
+declare -A LAUNCHED=()  # a run named twice (a base in both parts) is trained once
+train() {
+  [ "$STAGE" != attack ] && [ -z "${LAUNCHED[$1]:-}" ] || return 0
+  LAUNCHED[$1]=1
+  if [ "$PARALLEL" = true ]; then train_one "$@" & else train_one "$@"; fi
+}
+attack() { [ "$STAGE" = train ] || { if [ "$PARALLEL" = true ]; then attack_one "$@" & else attack_one "$@"; fi; }; }
+settle() {
+  local failed=0 pid
+  for pid in $(jobs -p); do wait "$pid" || failed=1; done
+  [ $failed = 0 ] || { echo "error: a run failed (the lines above name it)" >&2; exit 1; }
+}
+on_top_arms() {  # the methods on top of BASE (with the control where BASE has a warm-up)
+  local arms=(pclc ssc rcc); [ -z "${WARM_OF[$BASE]}" ] || arms+=(split)
+  echo "${arms[@]}"
+}
 
 if [ "$PART" != on-top ]; then
   train pgd-at-seed-0 --preset=pgd-at-mnist --seed=0 $SMALLCNN
   for method in trades mart; do train $method --preset=$method-mnist $SMALLCNN; done
   for seed in $SEEDS; do train fgsm-rs-seed-$seed --preset=fgsm-rs-mnist --seed=$seed; done
+fi
+if [ "$PART" != baselines ]; then  # runs in RUNS/on-BASE/ (report: one table per BASE)
+  for seed in $SEEDS; do
+    train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]}
+    for method in $(on_top_arms); do
+      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]} ${WARM_OF[$BASE]} \
+        ${ON_TOP[$method]}
+    done
+  done
+fi
+settle
+if [ "$PART" != on-top ]; then
   attack baselines "$EPS" standard pgd-at-seed-0 trades mart fgsm-rs-seed-0
   # the default (quick: torchattacks' 10 iterations) budget on the same models and images at the
   # largest eps: does it part from the tables' standard budget on robust models? (report: budget check)
   attack quick-budget/baselines "${EPS##*,}" quick pgd-at-seed-0 trades mart fgsm-rs-seed-0
 fi
-if [ "$PART" != baselines ]; then  # runs in RUNS/on-BASE/, tables in RES/on-BASE/ (report: one table per BASE)
+if [ "$PART" != baselines ]; then  # tables in RES/on-BASE/
   for seed in $SEEDS; do
-    train $BASE-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]}
-    arms=(pclc ssc rcc); [ -z "${WARM_OF[$BASE]}" ] || arms+=(split)
     names=()
-    for method in "${arms[@]}"; do
-      train on-$BASE/$method-seed-$seed --preset=$BASE-mnist --seed=$seed ${BUDGET_OF[$BASE]} ${WARM_OF[$BASE]} \
-        ${ON_TOP[$method]}
-      names+=(on-$BASE/$method-seed-$seed)
-    done
+    for method in $(on_top_arms); do names+=(on-$BASE/$method-seed-$seed); done
     attack on-$BASE/seed-$seed "$EPS" standard $BASE-seed-$seed "${names[@]}"
   done
 fi
+settle
+[ "$STAGE" != train ] || { echo "trained in $(( $(date +%s) - START )) s (STAGE=train: no tables)"; exit 0; }
 # every run's record beside the tables: its epochs (log.csv), its output and its command
 mkdir -p "$RES/training"
 for dir in "$RUNS"/*/ "$RUNS"/on-*/*/; do
