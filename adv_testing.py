@@ -60,7 +60,7 @@ CW_STEPS = 50                      # iterations of CW-L2
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
 MODEL = ""                         # for plain state_dict files: a project architecture (models/)
 DATASET = ""                       # for files that do not name their dataset (state_dicts, --arch)
-ARCH = ""                          # your own model class instead: path/to/file.py:ClassName
+ARCH = ""                          # your own model instead: path/to/file.py:Name (a class, or a function returning a module)
 ARCH_ARGS = ""                     # keyword arguments of that class: a=1,b=2.5,c=text
 DATA_DIR = ""                      # "" : the DATA_DIR the checkpoint was trained with (or ./data)
 OUT = "results/adv_testing.csv"    # CSV; the .md table, .png plot, .log and .cache/ go beside it
@@ -103,7 +103,7 @@ RANGES = {
     "SQUARE_QUERIES": interval("[1, inf)", integer=True), "SPSA_ITERS": interval("[1, inf)", integer=True),
     "CW_STEPS": interval("[1, inf)", integer=True), "LARGE_EPS": interval("(0, 1]"),
     "MODEL": one_of("", *MODEL_NAMES), "DATASET": one_of("", *DATASETS),
-    "ARCH": Rule("empty, or FILE.py:ClassName", lambda v: v == "" or re.fullmatch(r".+\.py:\w+", v)
+    "ARCH": Rule("empty, or FILE.py:Name", lambda v: v == "" or re.fullmatch(r".+\.py:\w+", v)
                  is not None, ("model.py", "model.py:")),
     "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
         re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
@@ -416,7 +416,8 @@ def parse_arch_args(text):
 
 
 def build_user_model(spec, args_text):
-    """Instantiate ClassName from path/to/file.py (--arch), with --arch_args as keywords."""
+    """The module that ClassName (a class, or a function returning a module, such as
+    fast_adversarial's mnist_net) from path/to/file.py gives (--arch), with --arch_args as keywords."""
     path, _, class_name = spec.rpartition(":")
     if not os.path.isfile(path):
         raise UserError(f"--arch={spec}: no such file {path}")
@@ -427,13 +428,17 @@ def build_user_model(spec, args_text):
     except Exception as err:
         raise UserError(f"--arch={spec}: importing {path} failed: {type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
-    if not isinstance(getattr(module, class_name, None), type):
-        raise UserError(f"--arch={spec}: {path} defines no class {class_name}")
+    if not callable(getattr(module, class_name, None)):
+        raise UserError(f"--arch={spec}: {path} defines no class or function {class_name}")
     try:
-        return getattr(module, class_name)(**parse_arch_args(args_text))
+        model = getattr(module, class_name)(**parse_arch_args(args_text))
     except Exception as err:
         raise UserError(f"--arch={spec}: {class_name}({args_text}) failed: {type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--arch={spec}: {class_name}({args_text}) returned a {type(model).__name__}, "
+                        f"not a torch.nn.Module")
+    return model
 
 
 Loaded = namedtuple("Loaded", "model dataset fingerprint data_dir")

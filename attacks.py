@@ -12,7 +12,9 @@ each paper's rule for choosing it from eps and the number of steps:
 from collections import namedtuple
 from dataclasses import dataclass
 
+import torch
 import torchattacks as ta
+from torch.nn import functional as F
 
 from adversarial_baselines import fast_fgsm_adversary, fast_pgd_adversary, mart_adversary, trades_adversary
 
@@ -41,6 +43,34 @@ class Knobs:
     square_schedule: str = "rescaled"  # rescaled to the queries (torchattacks) or reference (fixed)
     spsa_iters: int = 1           # 128 samples each
     cw_steps: int = 50
+
+
+def _pgd_restarts(model, eps, step, steps, restarts):
+    """fast_adversarial's evaluation attack (MNIST/evaluate_mnist.py): `restarts` runs of PGD from a
+    uniform start clipped to the image, each step moving only the samples still classified
+    correctly (a run ends once none is), the delta of the largest cross-entropy kept per sample."""
+    def run(x, y):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        best, best_loss = torch.zeros_like(x), torch.zeros(len(y), device=x.device, dtype=x.dtype)
+        for _ in range(restarts):
+            delta = torch.max(torch.min(torch.zeros_like(x).uniform_(-eps, eps), 1 - x), -x)
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                with torch.enable_grad():
+                    out = model(x + delta)
+                    live = out.argmax(1) == y
+                    if not live.any():
+                        break
+                    grad, = torch.autograd.grad(F.cross_entropy(out, y), [delta])
+                moved = torch.clamp(delta + step * torch.sign(grad), -eps, eps)
+                delta = torch.where(live.view(shape), torch.max(torch.min(moved, 1 - x), -x), delta).detach()
+            delta = delta.detach()
+            with torch.no_grad():
+                loss = F.cross_entropy(model(x + delta), y, reduction="none")
+            better = (loss >= best_loss).view(shape)
+            best, best_loss = torch.where(better, delta, best), torch.max(best_loss, loss)
+        return torch.clamp(x + best, 0, 1)
+    return run
 
 
 def _within(attack, eps):
@@ -80,6 +110,8 @@ ATTACKS = {
         m, eps=e, alpha=SSC_STEP, steps=SSC_STEPS, random_start=True)),
     "ssc-mim": Attack(True, True, False, (), lambda m, e, k: ta.MIFGSM(
         m, eps=e, alpha=SSC_STEP, steps=SSC_STEPS, decay=SSC_DECAY)),
+    # fast_adversarial's MNIST evaluation: PGD-50 of step 0.01, 10 restarts (its README's numbers)
+    "pgd-50x10": Attack(True, True, True, (), lambda m, e, k: _pgd_restarts(m, e, 0.01, 50, 10)),
     "cw": Attack(True, True, True, ("cw_steps",), lambda m, e, k: _within(
         ta.CW(m, c=1, kappa=0, steps=k.cw_steps, lr=0.01), e)),
     "spsa": Attack(False, True, True, ("spsa_iters",), lambda m, e, k: ta.SPSA(

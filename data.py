@@ -65,8 +65,9 @@ class ImageSet:
         return h.hexdigest()
 
     def batch(self, index, device="cpu"):
-        """Float images in [0, 1] and labels for the given indices, on `device`."""
-        x = self.images[index].to(device, non_blocking=True).float().div_(255)
+        """Images in [0, 1] (torch's default float type: float32 unless a caller sets float64) and
+        labels for the given indices, on `device`."""
+        x = self.images[index].to(device, non_blocking=True).to(torch.get_default_dtype()).div_(255)
         return x, self.labels[index].to(device, non_blocking=True)
 
 

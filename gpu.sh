@@ -9,7 +9,8 @@
 # job cache: rerun with STAGE=attack on any machine to finish it).
 #   bash gpu.sh                                          # on a GPU: the sizes below
 #   GPU_OUT=/tmp/g PACK=$OUT TRAIN_S=330 bash gpu.sh      # on a lent device: archives into $OUT
-# GPU_OUT: where runs/ and results/ go (default: here). PACK: a folder for the archives (split at
+# GPU_OUT: where runs/ and results/ go (default: here). GPU_EXTRA: more settings for the SmallCNN
+# runs (the tests: fewer attack steps). SEEDS, EXTRA, ATTACK_EXTRA: as baselines.sh's. PACK: a folder for the archives (split at
 # 15 MB): runs.tgz.part-* (checkpoints and training records), results.tgz (tables, job cache).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -47,7 +48,7 @@ for name, wall in walls.items():
     if not name.startswith("fgsm-rs"):  # FGSM-RS keeps its recipe's 10 epochs of one step
         per_epoch.append(seconds / len(rows) * 41 / (steps + 1))
 fit = int((limit - max(start)) / (max(per_epoch) * 1.1))  # 10 % for the evaluation after each epoch
-print(max(2, min(most, fit)))
+print(min(most, max(2, fit)))
 sys.stderr.write(f"probe: {len(walls)} runs; start + evaluation up to {max(start):.0f} s; slowest SmallCNN "
                  f"epoch at 40 steps {max(per_epoch):.1f} s: {fit} epochs fit in {limit:.0f} s\n")
 EOF
@@ -59,7 +60,7 @@ echo "GPU_EPOCHS=$E (sized by gpu.sh: TRAIN_S=$TRAIN_S PROBE_STEPS=$PROBE_STEPS,
 
 # 3. the training, all runs at once
 t0=$(date +%s)
-BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E EXTRA="$EXTRA" STAGE=train PARALLEL=true bash baselines.sh
+BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" EXTRA="$EXTRA" STAGE=train PARALLEL=true bash baselines.sh
 echo "training took $(( $(date +%s) - t0 )) s"
 pack() {  # pack NAME PATHS...: a gzipped tar of PATHS (relative to GPU_OUT), split at 15 MB
   [ -n "$PACK" ] || return 0
@@ -75,7 +76,7 @@ pack runs -T "$list"
 # 4. the tables, all at once, for at most ATTACK_S seconds
 t0=$(date +%s)
 status=0
-BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E STAGE=attack PARALLEL=true \
+BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" STAGE=attack PARALLEL=true \
   ATTACK_EXTRA="--n=$N --n_strong=$N ${ATTACK_EXTRA:-}" timeout "$ATTACK_S" bash baselines.sh || status=$?
 echo "attacks took $(( $(date +%s) - t0 )) s (status $status; 124: stopped at ATTACK_S, finish with STAGE=attack)"
 pack results results/mnist-baselines

@@ -28,7 +28,7 @@ def mcnemar(right_a, right_b):
 
 def probability_gap(logits, target):
     """Per sample: p_y - max_{j != y} p_j, p = softmax(logits). Negative when misclassified."""
-    prob = torch.softmax(logits.float(), dim=1)
+    prob = torch.softmax(logits.to(torch.get_default_dtype()), dim=1)
     true = prob.gather(1, target.view(-1, 1)).squeeze(1)
     others = prob.scatter(1, target.view(-1, 1), float("-inf"))
     return true - others.max(dim=1).values
@@ -36,13 +36,13 @@ def probability_gap(logits, target):
 
 @torch.no_grad()
 def predict(model, dataset, device, batch_size=1000, index=None):
-    """Logits (float32, on the CPU) of `model` on `dataset` (all of it, or the given indices)."""
+    """Logits (torch's default float type, on the CPU) of `model` on `dataset` (all of it, or the given indices)."""
     model.eval()
     index = torch.arange(len(dataset)) if index is None else index
     out = []
     for chunk in index.split(batch_size):
         x, _ = dataset.batch(chunk, device)
-        out.append(model(x).float().cpu())
+        out.append(model(x).to(torch.get_default_dtype()).cpu())
     return torch.cat(out) if out else torch.empty(0, dataset.num_classes)
 
 

@@ -333,6 +333,31 @@ def test_plain_state_dict_and_own_class_match_checkpoint(ckpt, tmp_path):
         assert tables[name].equals(tables["ckpt"]), name
 
 
+SEQUENTIAL_MODEL = USER_MODEL + """
+
+def lenet_sequential():  # a function returning an nn.Sequential, as fast_adversarial's mnist_net()
+    net = MyLeNet()
+    return nn.Sequential(*net.features, net.head)
+"""
+
+
+def test_own_function_returning_a_module(ckpt, tmp_path):
+    """--arch names a function that returns the module (fast_adversarial's released MNIST models are
+    state_dicts of mnist_net(), an nn.Sequential): the same table as the project's checkpoint."""
+    state = load_checkpoint(ckpt)["model"]
+    flat = {(k.replace("head.", "11.") if k.startswith("head.") else k.replace("features.", "")): v
+            for k, v in state.items()}
+    torch.save(flat, tmp_path / "seq.pth")
+    (tmp_path / "seq.py").write_text(SEQUENTIAL_MODEL)
+    args = ["--attacks=fgsm,mim", "--eps=0.1", "--n=150", "--channels_last=true"]
+    tables = {}
+    for name, extra in {"ckpt": [ckpt], "function": [str(tmp_path / "seq.pth"), "--dataset=digits",
+                                                      f"--arch={tmp_path / 'seq.py'}:lenet_sequential"]}.items():
+        assert adv_testing.main([*extra, *args, f"--out={tmp_path / name / 'r.csv'}"]) == 0
+        tables[name] = pd.read_csv(tmp_path / name / "r.csv")[["attack", "eps", "accuracy", "n"]]
+    assert tables["function"].equals(tables["ckpt"])
+
+
 VIEW_MODEL = USER_MODEL.replace(  # the same layers, flattened with .view() (as the released code does)
     "emb = self.features(x)", "emb = self.features[7:](self.features[:6](x).view(len(x), -1))")
 
@@ -357,12 +382,14 @@ def test_foreign_file_errors(ckpt, tmp_path, capsys):
     state = load_checkpoint(ckpt)
     torch.save(state["model"], tmp_path / "plain.pth")
     (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "three.py").write_text("def three():\n    return 3\n")
     plain = str(tmp_path / "plain.pth")
     cases = [([plain, "--dataset=digits"], "plain state_dict: name its architecture with --model=NAME"),
              ([plain, "--model=lenet5"], "does not name its dataset: add --dataset=NAME"),
              ([plain, "--model=cnn3", "--dataset=digits"], "do not fit"),
              ([plain, f"--arch={tmp_path / 'bad.py'}:Net", "--dataset=digits"], "RuntimeError: boom"),
              ([plain, f"--arch={tmp_path / 'nope.py'}:Net", "--dataset=digits"], "no such file"),
+             ([plain, f"--arch={tmp_path / 'three.py'}:three", "--dataset=digits"], "not a torch.nn.Module"),
              ([plain, f"--arch={tmp_path / 'bad.py'}", "--dataset=digits"], "--arch="),
              ([plain, "--arch_args=a", "--model=lenet5", "--dataset=digits"], "--arch_args=a is out of range")]
     for args, words in cases:

@@ -59,7 +59,7 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
 
 @pytest.mark.parametrize("setting, message", [
     (dict(PART="some"), "error: PART=some is out of range: allowed all, baselines, on-top"),
-    (dict(BUDGET="huge"), "error: BUDGET=huge is out of range: allowed cpu, full, tiny"),
+    (dict(BUDGET="huge"), "error: BUDGET=huge is out of range: allowed cpu, full, gpu, tiny"),
     (dict(BASE="trades"), "error: BASE=trades is out of range: allowed pgd-at, fgsm-rs"),
     (dict(SEEDS="0,1"), "error: SEEDS=0,1 is out of range: seeds as whole numbers separated by spaces")])
 def test_bad_settings_are_one_line(root, tmp_path, setting, message):
@@ -144,3 +144,26 @@ def test_training_table_comes_from_the_records_beside_the_tables(tables):
     text = report.baselines_section(str(tables), 60.0)
     assert text.endswith("| on-pgd-at/ssc-seed-0 | 3 | 11.35 | 3.0 |\n| pgd-at-seed-0 | 2 | 95.00 | 2.0 |\n")
     assert report.training_records(str(tables / "elsewhere")) == {}  # no training folder: no rows
+
+
+def test_gpu_script_end_to_end_on_digits(root, tmp_path):
+    """gpu.sh on the CPU at a tiny size: the probe, the sized training of every run at once, the
+    archives (checkpoints and records), the attacks and the report: the lent GPU's code path."""
+    env = dict(SEEDS="0", EXTRA="--dataset=digits --collapse_check=64", GPU_EXTRA="--adv_steps=1",
+               ATTACK_EXTRA="--attacks=fgsm,pgd", TRAIN_S="5", ATTACK_S="300", MAX_EPOCHS="1", N="40",
+               EPS="0.3", GPU_OUT=str(tmp_path / "g"), PACK=str(tmp_path / "pack"), OMP_NUM_THREADS="1")
+    done = run_script("gpu.sh", env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = tmp_path / "g/results/mnist-baselines"
+    assert (res / "gpu-plan.txt").read_text().startswith("GPU_EPOCHS=1 ")  # MAX_EPOCHS caps the sizing
+    packs = sorted(os.listdir(tmp_path / "pack"))
+    assert packs == ["results.tgz.part-00", "runs.tgz.part-00"]
+    import tarfile
+    with tarfile.open(tmp_path / "pack/runs.tgz.part-00") as tar:
+        names = tar.getnames()
+    runs = {n.split("/")[-2] for n in names if n.endswith("/final.pt")}
+    assert runs == {"pgd-at-seed-0", "trades", "mart", "fgsm-rs-seed-0", "pclc-seed-0", "ssc-seed-0", "rcc-seed-0",
+                    "split-seed-0"}
+    assert len(pd.read_csv(res / "training/pgd-at-seed-0.log.csv")) == 1
+    assert "--adv_steps=1" in (res / "training/pgd-at-seed-0.command.txt").read_text()
+    assert "### On top of pgd-at" in (res / "summary.md").read_text()

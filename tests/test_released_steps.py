@@ -213,3 +213,44 @@ def test_pgd_at_step_is_madrys():
     theirs = madry_steps(network("smallcnn"), xs, ys, 0.3, 0.1, 3, s["LR"], s["MOMENTUM"])
     assert max_difference(ours, network("smallcnn")) > 1e-4
     assert max_difference(ours, theirs) < 1e-10
+
+
+def released_evaluation_pgd(model, X, y, epsilon, alpha, attack_iters, restarts):
+    """MNIST/evaluate_mnist.py's attack_pgd, re-stated (its delta.grad zeroed each step)."""
+    max_loss = torch.zeros(y.shape[0])
+    max_delta = torch.zeros_like(X)
+    for _ in range(restarts):
+        delta = torch.zeros_like(X).uniform_(-epsilon, epsilon)
+        delta.data = torch.max(torch.min(delta, 1 - X), 0 - X)
+        delta.requires_grad = True
+        for _ in range(attack_iters):
+            output = model(X + delta)
+            index = torch.where(output.max(1)[1] == y)[0]
+            if len(index) == 0:
+                break
+            loss = F.cross_entropy(output, y)
+            loss.backward()
+            grad = delta.grad.detach()
+            d = torch.clamp(delta + alpha * torch.sign(grad), -epsilon, epsilon)
+            d = torch.max(torch.min(d, 1 - X), 0 - X)
+            delta.data[index] = d[index]
+            delta.grad.zero_()
+        all_loss = F.cross_entropy(model(X + delta), y, reduction="none")
+        max_delta[all_loss >= max_loss] = delta.detach()[all_loss >= max_loss]
+        max_loss = torch.max(max_loss, all_loss)
+    return max_delta
+
+
+def test_pgd_50x10_is_fast_adversarials_evaluation():
+    import attacks
+    model = network("wong-mnist").eval()
+    xs, ys = data()
+    x = torch.cat(xs[:2])
+    y = model(x).argmax(1)  # all correct: the attack must fool some
+    torch.manual_seed(5)
+    ours = attacks.build("pgd-50x10", model, 0.3, attacks.Knobs())(x, y)
+    torch.manual_seed(5)
+    theirs = torch.clamp(x + released_evaluation_pgd(model, x, y, 0.3, 0.01, 50, 10), 0, 1)
+    assert (ours - theirs).abs().max().item() < 1e-10
+    assert (model(ours).argmax(1) == y).float().mean() < 1
+    assert (ours - x).abs().max() <= 0.3 + 1e-12 and 0 <= ours.min() and ours.max() <= 1
