@@ -111,7 +111,7 @@ ATTACKS = {
     "ssc-mim": Attack(True, True, False, (), lambda m, e, k: ta.MIFGSM(
         m, eps=e, alpha=SSC_STEP, steps=SSC_STEPS, decay=SSC_DECAY)),
     # fast_adversarial's MNIST evaluation: PGD-50 of step 0.01, 10 restarts (its README's numbers)
-    "pgd-50x10": Attack(True, True, True, (), lambda m, e, k: _pgd_restarts(m, e, 0.01, 50, 10)),
+    "pgd-50x10": Attack(True, True, False, (), lambda m, e, k: _pgd_restarts(m, e, 0.01, 50, 10)),
     "cw": Attack(True, True, True, ("cw_steps",), lambda m, e, k: _within(
         ta.CW(m, c=1, kappa=0, steps=k.cw_steps, lr=0.01), e)),
     "spsa": Attack(False, True, True, ("spsa_iters",), lambda m, e, k: ta.SPSA(
