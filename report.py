@@ -459,8 +459,11 @@ def baselines_section(res, total_s):
     on_top = [line for b, (tb, lines) in tops.items()
               for line in (f"### On top of {b} (same recipe and budget, seed by seed)", "",
                            on_top_table(tb, lines, eps_grid, base=b), "")]
+    caveat = os.path.join(res, "CLAMPED-START.md")  # a note on runs made by an earlier step, if any
+    caveat = ([f"**Read first ({os.path.basename(caveat)}):** "
+               + read_text(caveat).splitlines()[0].lstrip("# ") + ".", ""] if os.path.exists(caveat) else [])
     return "\n".join([
-        "## The field's baselines on MNIST, and the papers' methods on top (`bash baselines.sh`)", "",
+        "## The field's baselines on MNIST, and the papers' methods on top (`bash baselines.sh`)", "", *caveat,
         "Made by `bash baselines.sh`, one `PART` / `SEEDS` sitting at a time (the sitting that wrote this: "
         f"{total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
         "Worst case: a sample counts only if it survives every attack of the default suite at "

@@ -144,6 +144,9 @@ def test_training_table_comes_from_the_records_beside_the_tables(tables):
     text = report.baselines_section(str(tables), 60.0)
     assert text.endswith("| on-pgd-at/ssc-seed-0 | 3 | 11.35 | 3.0 |\n| pgd-at-seed-0 | 2 | 95.00 | 2.0 |\n")
     assert report.training_records(str(tables / "elsewhere")) == {}  # no training folder: no rows
+    assert "Read first" not in text
+    (tables / "CLAMPED-START.md").write_text("# The rows here are an ablation\n\nmore\n")  # a note on old runs
+    assert "**Read first (CLAMPED-START.md):** The rows here are an ablation.\n" in report.baselines_section(str(tables), 60.0)
 
 
 def test_gpu_script_end_to_end_on_digits(root, tmp_path):
