@@ -236,6 +236,11 @@ PRESETS = {
     # FGSM-RS, Wong, Rice & Kolter (2020): their net, alpha 0.375, 10 epochs, batch 100, Adam, cyclic LR to 5e-3
     "fgsm-rs-mnist": dict(_MNIST_AT, MODEL="wong-mnist", ADV_TRAIN="fgsm-rs", ADV_STEP_SIZE=0.375, EPOCHS=10,
                           BATCH_SIZE=100, OPTIMIZER="adam", LR=5e-3, SCHEDULE="cyclic", OUT_DIR="runs/fgsm-rs-mnist"),
+    # PGD-AT as fast_adversarial trains it (MNIST/README.md's Madry setting of train_mnist.py --attack pgd):
+    # Wong's net, 40 steps of 0.01 that move only the samples still classified correctly, flat Adam 1e-4,
+    # batch 50, 100 epochs
+    "pgd-at-wong-mnist": dict(_MNIST_AT, MODEL="wong-mnist", ADV_TRAIN="pgd-es", OPTIMIZER="adam", LR=1e-4,
+                              BATCH_SIZE=50, MILESTONES=[], OUT_DIR="runs/pgd-at-wong-mnist"),
     # TRADES (yaodongyu/TRADES train_trades_mnist.py): SmallCNN, 40 steps of 0.01, beta 1, SGD 0.01
     # momentum 0.9, batch 128, 100 epochs, LR x 0.1 from epoch 55
     "trades-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="trades", BETA=1.0, OUT_DIR="runs/trades-mnist"),
