@@ -84,11 +84,17 @@ def _kl_rows(logits_p, logits_q):
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
-def trades_objective(logits_natural, logits_adv, target, beta=6.0, reduction="mean"):
+def trades_objective(logits_natural, logits_adv, target, beta=6.0, reduction="mean", logits_natural_kl=None):
     """TRADES: CE(z, y) + beta * KL(p || p') per sample, reduced ('mean' is the papers' L).
-    beta 6 is the CIFAR setting; TRADES' MNIST script uses 1."""
+    beta 6 is the CIFAR setting; TRADES' MNIST script uses 1. logits_natural_kl: f(x) of another
+    forward pass for p in the KL term (the official code runs f(x) again, after f(x'): with dropout
+    or batch norm in train mode the two passes differ); by default logits_natural."""
+    if logits_natural_kl is None:
+        logits_natural_kl = logits_natural
     _check_logits(logits_natural, logits_adv, target, beta, reduction)
-    per_sample = F.cross_entropy(logits_natural, target, reduction="none") + beta * _kl_rows(logits_natural, logits_adv)
+    _check_logits(logits_natural_kl, logits_adv, target, beta, reduction)
+    per_sample = (F.cross_entropy(logits_natural, target, reduction="none")
+                  + beta * _kl_rows(logits_natural_kl, logits_adv))
     return _reduce(per_sample, reduction)
 
 
@@ -98,7 +104,11 @@ def mart_objective(logits_natural, logits_adv, target, beta=6.0, reduction="mean
     _check_logits(logits_natural, logits_adv, target, beta, reduction)
     index = target.long().view(-1, 1)
     prob, prob_adv = F.softmax(logits_natural, dim=1), F.softmax(logits_adv, dim=1)
-    other = prob_adv.detach().scatter(1, index, float("-inf")).argmax(dim=1, keepdim=True)  # y'
+    # y' as the official code picks it, from the two most probable classes by torch.argsort: where
+    # classes tie (SmallCNN's zero-initialised last layer makes all ten tie at the first batch) the
+    # choice, and with it the gradient, follows argsort's order
+    top2 = torch.argsort(prob_adv.detach(), dim=1)[:, -2:]
+    other = torch.where(top2[:, -1] == target, top2[:, -2], top2[:, -1]).view(-1, 1)
     boosted = (F.cross_entropy(logits_adv, target, reduction="none")
                - torch.log(1.0001 - prob_adv.gather(1, other).squeeze(1) + 1e-12))
     kl = (torch.xlogy(prob, prob) - prob * torch.log(prob_adv + 1e-12)).sum(dim=1)
@@ -197,10 +207,8 @@ def trades_loss(model, x_natural, y, optimizer, step_size=0.003, epsilon=0.031, 
     x_adv = trades_adversary(model, x_natural, step_size, epsilon, perturb_steps, distance)
     model.train()
     optimizer.zero_grad()
-    loss_natural = F.cross_entropy(model(x_natural), y)
-    logits_adv = model(x_adv)  # the official order of the three train-mode passes (batch-norm statistics)
-    loss_robust = _kl_rows(model(x_natural), logits_adv).sum() / batch
-    return loss_natural + beta * loss_robust
+    # the official order of the three train-mode passes (dropout draws, batch-norm statistics)
+    return trades_objective(model(x_natural), model(x_adv), y, beta=float(beta), logits_natural_kl=model(x_natural))
 
 
 def mart_loss(model, x_natural, y, optimizer, step_size=0.007, epsilon=0.031, perturb_steps=10,

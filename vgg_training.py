@@ -114,12 +114,13 @@ def clean_objective(net, x, y, attack, L, struct_loss, s, autocast):
         return L(logits, y), logits, None
 
 
-def adversarial_objective(combine, clean_counts=lambda s: True):
+def adversarial_objective(combine, clean_counts=lambda s: True, clean_again=False):
     """combine(L, z, z_adv, y, s) + STRUCT_LAMBDA * L_struct(r(X), r(X_adv), y), X_adv crafted by the
     attack, r the logits or the embedding (STRUCT_ON). Where neither term depends on X (clean_counts(s)
     false and STRUCT_LAMBDA 0) the forward on X only gives the logged accuracy: it runs in eval mode
     without a graph, after the one on X_adv, so the training step is the released PGD-AT / FGSM-RS one
-    (no dropout draws or batch-norm statistics of its own)."""
+    (no dropout draws or batch-norm statistics of its own). clean_again: one more train-mode pass on
+    X after X_adv's, given to combine as a last argument (TRADES' released order: X, X_adv, X)."""
     def objective(net, x, y, attack, L, struct_loss, s, autocast):
         with autocast:  # the attack's passes too
             x_adv = attack(x, y)
@@ -131,9 +132,10 @@ def adversarial_objective(combine, clean_counts=lambda s: True):
                 with torch.no_grad():
                     clean = net(x)
                 net.train()
+            again = (net(x)[0],) if clean_again else ()
             side = REPRESENTATION[s["STRUCT_ON"]]
             structure = struct_loss(clean[side], adv[side], y)
-            return combine(L, clean[0], adv[0], y, s) + s["STRUCT_LAMBDA"] * structure, clean[0], structure
+            return combine(L, clean[0], adv[0], y, s, *again) + s["STRUCT_LAMBDA"] * structure, clean[0], structure
     return objective
 
 
@@ -142,9 +144,10 @@ def weighted(L, z, z_adv, y, s):
     return s["ALPHA"] * L(z, y) + s["BETA"] * L(z_adv, y)
 
 
-def trades(L, z, z_adv, y, s):
-    """TRADES: CE(X) + BETA * KL(p(X) || p(X_adv)) (adversarial_baselines.py)."""
-    return trades_objective(z, z_adv, y, beta=s["BETA"])
+def trades(L, z, z_adv, y, s, z_again):
+    """TRADES: CE(X) + BETA * KL(p(X) || p(X_adv)) (adversarial_baselines.py), p(X) from the pass on
+    X after X_adv's, as train_trades_mnist.py computes it."""
+    return trades_objective(z, z_adv, y, beta=s["BETA"], logits_natural_kl=z_again)
 
 
 def mart(L, z, z_adv, y, s):
@@ -153,7 +156,7 @@ def mart(L, z, z_adv, y, s):
 
 
 OBJECTIVES = {"clean": clean_objective, "weighted": adversarial_objective(weighted, lambda s: s["ALPHA"] != 0),
-              "trades": adversarial_objective(trades), "mart": adversarial_objective(mart)}
+              "trades": adversarial_objective(trades, clean_again=True), "mart": adversarial_objective(mart)}
 
 # the LR factor at batch t of a phase of `epochs` epochs of `steps` batches (stepped every batch)
 SCHEDULES = {
@@ -207,7 +210,7 @@ _SSC = dict(DATASET="fashion-mnist", MODEL="lenet-classic", OPTIMIZER="sgd", LR=
             STRUCT_METRIC="euclidean", STRUCT_ON="logits", SEED=0)
 _MNIST_AT = dict(DATASET="mnist", WARMUP_EPOCHS=0, EPOCHS=100, LOSS="ce", AUGMENT=False, OPTIMIZER="sgd",
                  LR=0.01, MOMENTUM=0.9, WEIGHT_DECAY=0.0, BATCH_SIZE=128, SCHEDULE="multistep",
-                 MILESTONES=[55], GAMMA=0.1, ADV_EPS=0.3, ADV_STEPS=40, ADV_STEP_SIZE=0.01, ALPHA=0.0,
+                 MILESTONES=[54, 74, 89], GAMMA=0.1, ADV_EPS=0.3, ADV_STEPS=40, ADV_STEP_SIZE=0.01, ALPHA=0.0,
                  BETA=1.0, STRUCT_LAMBDA=0.0)
 PRESETS = {
     # the released notebook: VGG-13 on Tiny ImageNet, Adam 0.01, [50, 100] x 0.2, 150 + 150 epochs
@@ -242,7 +245,7 @@ PRESETS = {
     "pgd-at-wong-mnist": dict(_MNIST_AT, MODEL="wong-mnist", ADV_TRAIN="pgd-es", OPTIMIZER="adam", LR=1e-4,
                               BATCH_SIZE=50, MILESTONES=[], OUT_DIR="runs/pgd-at-wong-mnist"),
     # TRADES (yaodongyu/TRADES train_trades_mnist.py): SmallCNN, 40 steps of 0.01, beta 1, SGD 0.01
-    # momentum 0.9, batch 128, 100 epochs, LR x 0.1 from epoch 55
+    # momentum 0.9, batch 128, 100 epochs, LR x 0.1 from its epoch 55, 75 and 90 (counted from 1)
     "trades-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="trades", BETA=1.0, OUT_DIR="runs/trades-mnist"),
     # PGD-AT (Madry et al. 2018: eps 0.3, 40 steps of 0.01) with TRADES' network and optimiser
     "pgd-at-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="pgd", OUT_DIR="runs/pgd-at-mnist"),

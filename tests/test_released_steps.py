@@ -254,3 +254,129 @@ def test_pgd_50x10_is_fast_adversarials_evaluation():
     assert (ours - theirs).abs().max().item() < 1e-10
     assert (model(ours).argmax(1) == y).float().mean() < 1
     assert (ours - x).abs().max() <= 0.3 + 1e-12 and 0 <= ours.min() and ours.max() <= 1
+
+
+def released_trades_mart_steps(kind, model, xs, ys, eps, alpha, iters, beta, lr, momentum, kl_on_first_pass=False,
+                               adv_pass_first=False):
+    """train_trades_mnist.py's train() with trades.py's trades_loss, or MART's train() with mart.py's
+    mart_loss, re-stated: x' from x + 0.001 N(0, I) (the CPU generator), `iters` signed steps in eval
+    mode (TRADES ascends sum_i KL(p(x) || p(x')), MART the cross-entropy), projected to the ball and
+    [0, 1]; then in train mode TRADES' three passes f(x), f(x'), f(x) (CE on the first, the KL's p on
+    the third) and MART's two, f(x) then f(x'); SGD with momentum. The flags break one released fact."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    kl_sum = torch.nn.KLDivLoss(reduction="sum")
+    torch.manual_seed(11)
+    for X, y in zip(xs, ys):
+        model.train()
+        opt.zero_grad()
+        model.eval()
+        x_adv = X.detach() + 0.001 * torch.randn(X.shape).detach()
+        for _ in range(iters):
+            x_adv.requires_grad_()
+            if kind == "trades":
+                objective = kl_sum(F.log_softmax(model(x_adv), dim=1), F.softmax(model(X), dim=1))
+            else:
+                objective = F.cross_entropy(model(x_adv), y)
+            grad = torch.autograd.grad(objective, [x_adv])[0]
+            x_adv = x_adv.detach() + alpha * torch.sign(grad.detach())
+            x_adv = torch.clamp(torch.min(torch.max(x_adv, X - eps), X + eps), 0.0, 1.0)
+        model.train()
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+        opt.zero_grad()
+        if kind == "trades":
+            logits = model(X)
+            logits_adv = model(x_adv)
+            again = logits if kl_on_first_pass else model(X)
+            robust = kl_sum(F.log_softmax(logits_adv, dim=1), F.softmax(again, dim=1)) / len(X)
+            loss = F.cross_entropy(logits, y) + beta * robust
+        else:
+            if adv_pass_first:
+                logits_adv = model(x_adv)
+                logits = model(X)
+            else:
+                logits = model(X)
+                logits_adv = model(x_adv)
+            adv_probs = F.softmax(logits_adv, dim=1)
+            top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+            new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+            loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+            nat_probs = F.softmax(logits, dim=1)
+            true_probs = torch.gather(nat_probs, 1, y.unsqueeze(1).long()).squeeze()
+            kl = torch.nn.KLDivLoss(reduction="none")(torch.log(adv_probs + 1e-12), nat_probs)
+            loss = loss_adv + float(beta) * torch.sum(torch.sum(kl, dim=1) * (1.0000001 - true_probs)) / len(X)
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("kind", ["trades", "mart"])
+def test_trades_and_mart_steps_are_the_released_ones(kind):
+    """SmallCNN with its dropout: the order and number of train-mode passes decide the dropout draws."""
+    s = settings(f"{kind}-mnist", "--adv_steps=3", "--adv_step_size=0.1")
+    xs, ys = data()
+    ours = project_steps(s, network("smallcnn"), xs, ys)
+    args = (network("smallcnn"), xs, ys, 0.3, 0.1, 3, s["BETA"], s["LR"], s["MOMENTUM"])
+    theirs = released_trades_mart_steps(kind, *args)
+    assert max_difference(ours, network("smallcnn")) > 1e-4  # it trained
+    assert max_difference(ours, theirs) < 1e-10
+    # one released fact changed: TRADES' KL on the first pass's f(x); MART's passes swapped
+    broken = dict(kl_on_first_pass=True) if kind == "trades" else dict(adv_pass_first=True)
+    assert max_difference(ours, released_trades_mart_steps(kind, network("smallcnn"), *args[1:], **broken)) > 1e-6
+
+
+def test_trades_schedule_is_the_released_one():
+    """train_trades_mnist.py's adjust_learning_rate(epoch), epochs counted from 1: x 0.1 from 55,
+    x 0.01 from 75, x 0.001 from 90; the project's factor at each batch of each (0-based) epoch."""
+    s = settings("trades-mnist")
+
+    def released(epoch):
+        return 0.001 if epoch >= 90 else 0.01 if epoch >= 75 else 0.1 if epoch >= 55 else 1.0
+
+    steps = 3
+    for epoch in range(s["EPOCHS"]):
+        for b in range(steps):
+            factor = vgg_training.SCHEDULES[s["SCHEDULE"]](epoch * steps + b, steps, s["EPOCHS"], s)
+            assert factor == pytest.approx(released(epoch + 1), rel=1e-12)
+
+
+def released_ssc_dm_epoch(model, xs, ys, eps, beta, lam, lr, momentum, weight_decay, metric="euc"):
+    """SSC-DM's run_scripts/SSC-DM.py train_epoch, re-stated: X_adv by its FGSM (one signed step of
+    eps from X on the mean cross-entropy, clipped to [0, 1], the model left in train mode), then
+    (1 - beta) CE(f(X)) + beta CE(f(X_adv)) + lam * ||softmax(D(f(X))) - softmax(D(f(X_adv)))||_F / B
+    on the logits, D by torch.norm of the pairwise differences (p 2 'euc', p 1 'manhattan'); SGD."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def probabilities(z):
+        return F.softmax(torch.norm(z[:, None] - z, dim=2, p=2 if metric == "euc" else 1), dim=1)
+
+    model.train()
+    for X, y in zip(xs, ys):
+        adv = X.clone().detach().requires_grad_(True)
+        grad = torch.autograd.grad(F.cross_entropy(model(adv), y), [adv])[0]
+        adv_data = torch.clamp(adv + eps * grad.sign(), 0, 1).detach()
+        opt.zero_grad()
+        clean_output, adv_output = model(X), model(adv_data)
+        sim = torch.linalg.norm(probabilities(clean_output) - probabilities(adv_output)) / len(clean_output)
+        loss = ((1 - beta) * F.cross_entropy(clean_output, y) + beta * F.cross_entropy(adv_output, y)
+                + lam * sim)
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("beta,lam,metric", [(1.0, 300.0, "euclidean"), (0.5, 300.0, "manhattan"),
+                                             (0.5, 0.0, "euclidean")])
+def test_ssc_dm_train_epoch_is_the_released_one(beta, lam, metric):
+    """The preset ssc-released (classic LeNet, FGSM eps 0.03, SGD 0.01 momentum 0.9 weight decay
+    1e-3, L_s on the logits) against train_epoch, on the same batches; lambda 300 (released) and 0."""
+    s = settings("ssc-released", f"--alpha={1 - beta}", f"--beta={beta}", f"--struct_lambda={lam}",
+                 f"--struct_metric={metric}", "--lr=0.5")  # a large rate: the sigmoid net moves visibly
+    xs, ys = data()
+    ours = project_steps(s, network("lenet-classic"), xs, ys)
+    theirs = released_ssc_dm_epoch(network("lenet-classic"), xs, ys, 0.03, beta, lam, 0.5, 0.9, 1e-3,
+                                   "euc" if metric == "euclidean" else "manhattan")
+    assert max_difference(ours, network("lenet-classic")) > 1e-4
+    assert max_difference(ours, theirs) < 1e-10
+    if lam:  # the term counts: without it the released epoch is another one
+        plain = released_ssc_dm_epoch(network("lenet-classic"), xs, ys, 0.03, beta, 0.0, 0.5, 0.9, 1e-3)
+        assert max_difference(ours, plain) > 1e-6
