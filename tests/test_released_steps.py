@@ -10,7 +10,12 @@ weights after a few optimiser steps agree to 1e-10.
   moving only the samples classified correctly.
 - PGD-AT as Madry et al. train it (and TRADES' repository's PGD): x + U(-eps, eps) clipped to [0, 1],
   every sample moved each step, projected to the ball and [0, 1], the attack in eval mode; SGD.
-Each test also fails when one released fact is changed (the *_breaks tests)."""
+- TRADES (yaodongyu/TRADES train_trades_mnist.py + trades.py) and MART (YisenWang/MART mart.py) on
+  SmallCNN with its dropout: x' in eval mode from x + 0.001 N(0, I), then TRADES' three train-mode
+  passes f(x), f(x'), f(x) and MART's two, f(x), f(x'); TRADES' learning-rate steps.
+- SSC-DM (JunzMiao/SSC-DM run_scripts/SSC-DM.py train_epoch): its FGSM in train mode, the weighted
+  cross-entropies and lambda times the structural term on the logits; SGD with weight decay.
+Each test also fails when one released fact is changed (the broken-fact checks inside them)."""
 import os
 import sys
 
