@@ -14,6 +14,7 @@ and mim, TRADES' or MART's own for trades and mart; + STRUCT_LAMBDA*L_struct (sp
 import csv
 import hashlib
 import io
+import math
 import os
 import sys
 import time
@@ -526,6 +527,9 @@ def epoch_row(r, phase, epoch, n_epochs, sums, lr, seconds, log_rows):
     """The log.csv row of an epoch (test accuracy and probability gap on the whole test set, the
     collapse probe's PGD accuracy), its printed line, and the collapse warning."""
     test_acc, gap = evaluate(r.model, r.test_set, r.device)
+    if not math.isfinite(gap):  # finite weights whose outputs overflow (inf - inf in the softmax)
+        raise RunError(f"the model's outputs on the test set became non-finite after phase {phase}, epoch {epoch} "
+                       f"(the weights are finite but too large); {last_good(r.last_path)}")
     row = dict(phase=phase, epoch=epoch, train_loss=round(sums[0].item() / sums[2].item(), 6),
                train_acc=round(sums[1].item() / sums[2].item(), 6), test_acc=round(test_acc, 6),
                prob_gap=round(gap, 6), lr=lr, seconds=round(seconds, 2),

@@ -398,6 +398,18 @@ def test_weights_that_overflow_on_the_last_step(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "final.pt").exists()
 
 
+def test_finite_weights_whose_outputs_overflow(tmp_path, capsys):
+    """One batch an epoch and Adam at a rate of 1e30: the one update leaves the weights finite (about
+    1e30) and the training loss finite, but the test logits overflow: exit 1 with one line, never
+    "checkpoints written" over a log.csv holding nan."""
+    argv = ["--dataset=digits", "--warmup_epochs=1", "--epochs=0", "--batch_size=100000", "--optimizer=adam",
+            "--lr=1e30", "--collapse_check=0", f"--out_dir={tmp_path}"]
+    assert run(vgg_training.main, argv) == 1
+    one_line(capsys, "outputs on the test set became non-finite after phase warmup, epoch 1",
+             "no checkpoint of this run was written yet")
+    assert not (tmp_path / "final.pt").exists() and not (tmp_path / "ce_warmup.pt").exists()
+
+
 def test_non_finite_logits_in_the_first_epoch(tmp_path, capsys, monkeypatch):
     real, calls = vgg_training.train_step, [0]
 
