@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import attacks
@@ -78,6 +78,10 @@ STRUCT_METRIC = "euclidean"    # euclidean, manhattan or cosine
 STRUCT_ON = "embedding"        # embedding (penultimate layer) or logits (the released SSC code)
 STRUCT_IN_WARMUP = True        # the term in the warm-up too; False: it joins a warmed-up model (RCC's fine-tuning)
 SEED = 0                       # seeds weights, shuffling, augmentation and attacks
+SHUFFLE = "sampler"            # batch order: sampler (a DistributedSampler seeded by SEED and the epoch,
+#                                any number of processes) or loader (torch's DataLoader(shuffle=True),
+#                                drawn from the global random stream as the released scripts draw it;
+#                                one process, the last partial batch kept)
 DEVICE = "auto"                # auto (cuda if present), cpu, cuda, cuda:1 ...
 AMP = True                     # bf16 autocast of the training step (its attack too) on CUDA
 AMP_CPU = False                # ... and on the CPU (1.5x here: README, bf16 on the CPU)
@@ -192,7 +196,7 @@ RANGES = {  # every setting's allowed values, checked before any data or checkpo
     "STRUCT_METRIC": one_of(*METRICS), "STRUCT_ON": one_of("embedding", "logits"),
     "STRUCT_IN_WARMUP": BOOL,
     "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE, "AMP": BOOL, "AMP_CPU": BOOL,
-    "CHANNELS_LAST": BOOL, "RESUME": BOOL, "OVERWRITE": BOOL, "PRESET": ANY_TEXT,
+    "CHANNELS_LAST": BOOL, "SHUFFLE": one_of("sampler", "loader"), "RESUME": BOOL, "OVERWRITE": BOOL, "PRESET": ANY_TEXT,
 }
 # settings that may differ from the stored ones when a run is resumed (EPOCHS extends a run; the
 # run's folder and the training data may move, the data's digest is checked); no other one may
@@ -212,7 +216,7 @@ _SSC = dict(DATASET="fashion-mnist", MODEL="lenet-classic", OPTIMIZER="sgd", LR=
 _MNIST_AT = dict(DATASET="mnist", WARMUP_EPOCHS=0, EPOCHS=100, LOSS="ce", AUGMENT=False, OPTIMIZER="sgd",
                  LR=0.01, MOMENTUM=0.9, WEIGHT_DECAY=0.0, BATCH_SIZE=128, SCHEDULE="multistep",
                  MILESTONES=[54, 74, 89], GAMMA=0.1, ADV_EPS=0.3, ADV_STEPS=40, ADV_STEP_SIZE=0.01, ALPHA=0.0,
-                 BETA=1.0, STRUCT_LAMBDA=0.0)
+                 BETA=1.0, STRUCT_LAMBDA=0.0, SHUFFLE="loader")
 PRESETS = {
     # the released notebook: VGG-13 on Tiny ImageNet, Adam 0.01, [50, 100] x 0.2, 150 + 150 epochs
     "paper-tiny-imagenet": dict(_PAPER, DATASET="tiny-imagenet", MODEL="vgg13",
@@ -237,14 +241,17 @@ PRESETS = {
     # under them (11.35 % test accuracy after 2 epochs: results/mnist-ssc-protocol/), 3 epochs (CPU budget)
     "ssc-mnist": dict(_SSC, DATASET="mnist", MODEL="lenet5", EPOCHS=3, OUT_DIR="runs/ssc-mnist"),
     # the field's MNIST baselines at eps 0.3, as published (full budgets; README: baselines)
-    # FGSM-RS, Wong, Rice & Kolter (2020): their net, alpha 0.375, 10 epochs, batch 100, Adam, cyclic LR to 5e-3
+    # FGSM-RS, Wong, Rice & Kolter (2020): their net, alpha 0.375, 10 epochs, batch 100, Adam, cyclic LR to 5e-3;
+    # the released script's batch order and contiguous tensors: on the same CPU a run from seed N is
+    # bit for bit train_mnist.py --seed N (README: the field's baselines)
     "fgsm-rs-mnist": dict(_MNIST_AT, MODEL="wong-mnist", ADV_TRAIN="fgsm-rs", ADV_STEP_SIZE=0.375, EPOCHS=10,
-                          BATCH_SIZE=100, OPTIMIZER="adam", LR=5e-3, SCHEDULE="cyclic", OUT_DIR="runs/fgsm-rs-mnist"),
+                          BATCH_SIZE=100, OPTIMIZER="adam", LR=5e-3, SCHEDULE="cyclic", CHANNELS_LAST=False,
+                          OUT_DIR="runs/fgsm-rs-mnist"),
     # PGD-AT as fast_adversarial trains it (MNIST/README.md's Madry setting of train_mnist.py --attack pgd):
     # Wong's net, 40 steps of 0.01 that move only the samples still classified correctly, flat Adam 1e-4,
     # batch 50, 100 epochs
     "pgd-at-wong-mnist": dict(_MNIST_AT, MODEL="wong-mnist", ADV_TRAIN="pgd-es", OPTIMIZER="adam", LR=1e-4,
-                              BATCH_SIZE=50, MILESTONES=[], OUT_DIR="runs/pgd-at-wong-mnist"),
+                              BATCH_SIZE=50, MILESTONES=[], CHANNELS_LAST=False, OUT_DIR="runs/pgd-at-wong-mnist"),
     # TRADES (yaodongyu/TRADES train_trades_mnist.py): SmallCNN, 40 steps of 0.01, beta 1, SGD 0.01
     # momentum 0.9, batch 128, 100 epochs, LR x 0.1 from its epoch 55, 75 and 90 (counted from 1)
     "trades-mnist": dict(_MNIST_AT, MODEL="smallcnn", ADV_TRAIN="trades", BETA=1.0, OUT_DIR="runs/trades-mnist"),
@@ -423,10 +430,17 @@ def training_cast(s, device):
     return torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if on else nullcontext()
 
 
+def check_processes(s, world):
+    if s["SHUFFLE"] == "loader" and world > 1:
+        raise UserError(f"SHUFFLE=loader is the order of one process's DataLoader: run it as one process "
+                        f"(got {world}), or use SHUFFLE=sampler")
+
+
 def setup(s):
     """Everything a run needs before its first batch: processes and device (torchrun sets RANK and
     WORLD_SIZE, a plain run is rank 0 of 1), the run's folder, data, model, attack and losses."""
     rank, world, device = start_processes(s["DEVICE"])
+    check_processes(s, world)
     is_main = rank == 0
     prepare_out_dir(s, is_main)
     on_cuda = device.startswith("cuda")
@@ -475,7 +489,7 @@ def start_phase(r, n_epochs, saved):
     """A fresh optimiser and schedule for a phase of n_epochs (stepped every batch), or those of
     `saved` (last.pt) when the phase is resumed."""
     optimizer = make_optimizer(r.model, r.s)
-    steps = max(1, len(r.sampler) // r.s["BATCH_SIZE"])  # batches an epoch (the last partial one is dropped)
+    steps = batches_per_epoch(r)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda t: SCHEDULES[r.s["SCHEDULE"]](t, steps, max(n_epochs, 1), r.s))
     if saved is not None:
@@ -488,13 +502,26 @@ def start_phase(r, n_epochs, saved):
     return optimizer, scheduler
 
 
+def batches_per_epoch(r):
+    """SHUFFLE=sampler drops the last partial batch (BatchNorm cannot train on one sample); loader
+    keeps it, as DataLoader does."""
+    if r.s["SHUFFLE"] == "loader":
+        return -(-len(r.train_set) // r.s["BATCH_SIZE"])
+    return max(1, len(r.sampler) // r.s["BATCH_SIZE"])
+
+
+def epoch_batches(r, epoch_id):
+    """This process's batches of training-set indices for an epoch, in SHUFFLE's order."""
+    if r.s["SHUFFLE"] == "loader":  # the loader's draws from the global stream, made as the released loop makes them
+        return list(DataLoader(range(len(r.train_set)), batch_size=r.s["BATCH_SIZE"], shuffle=True))
+    r.sampler.set_epoch(epoch_id)
+    return torch.tensor(list(iter(r.sampler)), dtype=torch.long).split(r.s["BATCH_SIZE"])[:batches_per_epoch(r)]
+
+
 def train_epoch(r, where, epoch_id, criterion, optimizer, scheduler, s):
     """One pass over this process's share of the training set: [loss*n, correct, n, structure*n]
     summed over all processes, and the last batch's learning rate. `s`: the phase's settings."""
-    r.sampler.set_epoch(epoch_id)
-    batches = torch.tensor(list(iter(r.sampler)), dtype=torch.long).split(r.s["BATCH_SIZE"])
-    if len(batches) > 1 and len(batches[-1]) < r.s["BATCH_SIZE"]:
-        batches = batches[:-1]  # equal batches (BatchNorm cannot train on one sample)
+    batches = epoch_batches(r, epoch_id)
     gen = torch.Generator().manual_seed(r.s["SEED"] * 1_000_003 + epoch_id * 101 + r.rank)
     r.model.train()
     sums = torch.zeros(4, dtype=torch.float64)

@@ -385,3 +385,61 @@ def test_ssc_dm_train_epoch_is_the_released_one(beta, lam, metric):
     if lam:  # the term counts: without it the released epoch is another one
         plain = released_ssc_dm_epoch(network("lenet-classic"), xs, ys, 0.03, beta, 0.0, 0.5, 0.9, 1e-3)
         assert max_difference(ours, plain) > 1e-6
+
+
+def released_fgsm_rs_run(seed, images, labels, epochs, batch, eps, alpha, lr_max):
+    """train_mnist.py from its seed on these images: torch.manual_seed, the DataLoader (shuffle=True),
+    mnist_net() (its nn.Sequential, re-stated), Adam with the cyclic rate set before each batch, and
+    the FGSM-RS step; the random draws (weights, the loader's order, the starts) all from the global
+    stream, in the released order."""
+    torch.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch, shuffle=True)
+    side = images.shape[-1] // 4
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 4, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * side * side, 100), torch.nn.ReLU(),
+        torch.nn.Linear(100, 10))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr_max)
+    for epoch in range(epochs):
+        for i, (X, y) in enumerate(loader):
+            opt.param_groups[0].update(lr=np.interp([epoch + (i + 1) / len(loader)], [0, epochs * 2 // 5, epochs],
+                                                    [0, lr_max, 0])[0])
+            delta = torch.zeros_like(X).uniform_(-eps, eps)
+            delta.requires_grad = True
+            F.cross_entropy(model(X + delta), y).backward()
+            delta.data = torch.clamp(delta + alpha * torch.sign(delta.grad.detach()), -eps, eps)
+            delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
+            loss = F.cross_entropy(model(torch.clamp(X + delta.detach(), 0, 1)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+@pytest.mark.parametrize("shuffle,equal", [("loader", True), ("sampler", False)])
+def test_fgsm_rs_run_from_its_seed_is_the_released_run(tmp_path, shuffle, equal):
+    """vgg_training.py end to end (--preset=fgsm-rs-mnist on digits, 2 epochs, batch 100) against the
+    released script from the same seed: with SHUFFLE=loader every draw (weights, batch order across
+    epochs, the starts) is the released one and the weights agree to 1e-10; our own sampler's order
+    is another run."""
+    from data import get_dataset
+    from errors import run
+    train = get_dataset("digits", train=True)
+    images, labels = train.batch(torch.arange(len(train)), "cpu")
+    argv = ["--preset=fgsm-rs-mnist", "--dataset=digits", "--epochs=2", "--seed=3", f"--shuffle={shuffle}",
+            "--collapse_check=0", f"--out_dir={tmp_path}"]
+    assert run(vgg_training.main, argv) == 0
+    ours = torch.load(tmp_path / "final.pt", weights_only=False)["model"]
+    theirs = released_fgsm_rs_run(3, images, labels, 2, 100, 0.3, 0.375, 5e-3).state_dict()
+    assert len(images) % 100 and len(ours) == len(theirs)  # a partial last batch: the loader keeps it
+    difference = max((a - b).abs().max().item() for a, b in zip(ours.values(), theirs.values()))
+    assert (difference < 1e-10) == equal, difference
+
+
+def test_loader_order_is_one_process():
+    from errors import UserError
+    vgg_training.check_processes(settings("fgsm-rs-mnist"), 1)
+    vgg_training.check_processes(settings("fgsm-rs-mnist", "--shuffle=sampler"), 4)
+    with pytest.raises(UserError, match="SHUFFLE=loader is the order of one process's DataLoader: run it as one process"):
+        vgg_training.check_processes(settings("fgsm-rs-mnist"), 2)
