@@ -160,6 +160,20 @@ def mart(L, z, z_adv, y, s):
     return mart_objective(z, z_adv, y, beta=s["BETA"])
 
 
+def pc_plus_lc(margin, lc_weight):
+    pc, lc = PCLoss(xi=margin), LogitConstraintLoss()
+    return lambda logits, target: pc(logits, target) + lc_weight * lc(logits, target)
+
+
+# the training losses of a phase (LOSS; the warm-up is always ce), built from MARGIN (the PC loss's
+# xi) and LC_WEIGHT: loss(logits, target)
+LOSSES = {
+    "ce": lambda margin, lc_weight: nn.CrossEntropyLoss(),
+    "pc": lambda margin, lc_weight: PCLoss(xi=margin),
+    "pclc": pc_plus_lc,
+}
+
+
 OBJECTIVES = {"clean": clean_objective, "weighted": adversarial_objective(weighted, lambda s: s["ALPHA"] != 0),
               "trades": adversarial_objective(trades, clean_again=True), "mart": adversarial_objective(mart)}
 
@@ -181,7 +195,7 @@ def cyclic(at, peak, end):
 RANGES = {  # every setting's allowed values, checked before any data or checkpoint is touched
     "DATASET": one_of(*DATASETS), "MODEL": one_of(*MODEL_NAMES), "DATA_DIR": ANY_TEXT,
     "OUT_DIR": WRITABLE_DIR, "WARMUP_EPOCHS": interval("[0, inf)", integer=True),
-    "EPOCHS": interval("[0, inf)", integer=True), "LOSS": one_of("pclc", "pc", "ce"),
+    "EPOCHS": interval("[0, inf)", integer=True), "LOSS": one_of(*LOSSES),
     "MARGIN": interval("[0, 1]"), "LC_WEIGHT": interval("[0, inf)"),
     "BATCH_SIZE": interval("[1, inf)", integer=True), "OPTIMIZER": one_of("adam", "sgd"),
     "LR": interval("(0, inf)"), "MOMENTUM": interval("[0, 1)"),
@@ -297,13 +311,19 @@ def collapsed(best, now, share=0.3):
 
 
 def phase_loss(name, margin, lc_weight):
-    """The loss of a phase: ce, pc (margin: the PC loss's xi), or pclc = PC + lc_weight * LC."""
-    if name == "ce":
-        return nn.CrossEntropyLoss()
-    pc, lc = PCLoss(xi=margin), LogitConstraintLoss()
-    if name == "pc":
-        return pc
-    return lambda logits, target: pc(logits, target) + lc_weight * lc(logits, target)
+    """The loss of a phase (LOSSES)."""
+    return LOSSES[name](margin, lc_weight)
+
+
+def check_combination(s):
+    """Settings that would have no effect in the chosen combination: one line naming both."""
+    objective = ADV_METHODS[s["ADV_TRAIN"]].objective
+    if s["LOSS"] != "ce" and s["EPOCHS"] and objective in ("trades", "mart"):
+        raise UserError(f"--loss={s['LOSS']} has no effect with --adv_train={s['ADV_TRAIN']}: its objective uses "
+                        f"its own cross-entropy terms; use --loss=ce")
+    if s["STRUCT_LAMBDA"] and objective == "clean":
+        raise UserError(f"--struct_lambda={s['STRUCT_LAMBDA']:g} has no effect with --adv_train=none: the "
+                        f"structural term compares X with X_adv; set --struct_lambda=0 or choose an --adv_train")
 
 
 def make_attack(model, num_classes, s):
@@ -608,6 +628,7 @@ def main(argv):
     if extra:
         raise UserError(f"unexpected argument {extra[0]!r}; settings are given as --name=value")
     check_settings(s, RANGES)
+    check_combination(s)
     r = setup(s)
     first_phase, first_epoch, saved, log_rows = resume(r) if s["RESUME"] else (0, 0, None, [])
     epochs_before = [0, s["WARMUP_EPOCHS"]]  # epoch ids run on across phases (shuffling seeds)

@@ -27,7 +27,7 @@ BAD = {
         "COLLAPSE_CHECK": ["-1"], "ADV_STEPS": ["0"], "ADV_STEP_SIZE": ["-0.1", "2"], "ADV_DECAY": ["-1"],
         "ALPHA": ["-1"], "BETA": ["-0.5"], "STRUCT": ["l2"], "STRUCT_LAMBDA": ["-1"], "STRUCT_IN_WARMUP": ["later"],
         "STRUCT_METRIC": ["chebyshev"], "STRUCT_ON": ["input"], "SEED": ["-1"], "DEVICE": ["gpu", "cuda:x"],
-        "AMP": ["2"], "AMP_CPU": ["no way"], "CHANNELS_LAST": ["yes please"], "RESUME": ["sometimes"], "OVERWRITE": ["x"],
+        "AMP": ["2"], "AMP_CPU": ["no way"], "CHANNELS_LAST": ["yes please"], "SHUFFLE": ["random"], "RESUME": ["sometimes"], "OVERWRITE": ["x"],
         "PRESET": ["no-such-preset"],
     },
     "adv_testing": {
@@ -101,3 +101,28 @@ def test_interval_rule_bounds():
     assert not open_.ok(0) and not open_.ok(1) and open_.ok(0.5)
     assert not interval("[1, inf)", integer=True).ok(1.5) and not closed.ok(True)
     assert closed.outside == ("-1e-06", "1.000001") and open_.outside == ("0.0", "1.0")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--loss=pclc", "--adv_train=trades"], "--loss=pclc has no effect with --adv_train=trades"),
+    (["--loss=pc", "--adv_train=mart"], "--loss=pc has no effect with --adv_train=mart"),
+    (["--struct_lambda=300", "--adv_train=none"], "--struct_lambda=300 has no effect with --adv_train=none"),
+])
+def test_a_setting_without_effect_is_one_line(tmp_path, capsys, args, words):
+    out = tmp_path / "run"
+    assert run(vgg_training.main, [f"--out_dir={out}", "--dataset=digits", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {words}") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_combinations_with_effect_pass():
+    from cli import parse_settings
+    for argv in (["--loss=ce", "--adv_train=trades"], ["--loss=pclc", "--adv_train=trades", "--epochs=0"],
+                 ["--loss=pclc", "--adv_train=pgd"], ["--struct_lambda=0", "--adv_train=none"],
+                 ["--struct_lambda=300", "--adv_train=fgsm"]):
+        s, _ = parse_settings(settings_of(vars(vgg_training)), argv, vgg_training.PRESETS)
+        vgg_training.check_combination(s)
+    for name in vgg_training.PRESETS:  # every preset is a combination with effect
+        s, _ = parse_settings(settings_of(vars(vgg_training)), [f"--preset={name}"], vgg_training.PRESETS)
+        vgg_training.check_combination(s)
