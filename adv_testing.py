@@ -26,17 +26,17 @@ import torchattacks as ta
 from torch import nn
 from tqdm import tqdm
 
-import attacks as registry
+from robustlib import attacks as registry
 
-from checkpoints import (append_line, atomic_write, is_project_checkpoint, load_weights, make_dirs,
+from robustlib.checkpoints import (append_line, atomic_write, is_project_checkpoint, load_weights, make_dirs,
                          model_from_checkpoint, read_weights_file)
-from cli import (ANY_TEXT, BOOL, CSV_FILE, DEVICE_RULE, Rule, check_settings, each, grid_or_auto,
+from robustlib.cli import (ANY_TEXT, BOOL, CSV_FILE, DEVICE_RULE, Rule, check_settings, each, grid_or_auto,
                  interval, one_of, parse_settings, parse_value, settings_of)
-from data import DATASETS, MNIST_FAMILY, dataset_info, get_dataset
-from errors import UserError, run
-from metrics import mcnemar, wilson
+from robustlib.data import DATASETS, MNIST_FAMILY, dataset_info, get_dataset
+from robustlib.errors import UserError, run
+from robustlib.metrics import mcnemar, wilson
 from models import MODEL_NAMES, build_model
-from runtime import start_processes
+from robustlib.runtime import start_processes
 
 # ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
 ATTACKS = ["released", "autoattack"]  # attack and suite names: ATTACKS and SUITES of attacks.py

@@ -28,19 +28,19 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-import attacks
+from robustlib import attacks
 from adversarial_baselines import mart_objective, trades_objective
-from checkpoints import atomic_write, load_checkpoint, load_weights, make_dirs, save_checkpoint
-from cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, check_settings, each, interval, one_of,
+from robustlib.checkpoints import atomic_write, load_checkpoint, load_weights, make_dirs, save_checkpoint
+from robustlib.cli import (ANY_TEXT, BOOL, DEVICE_RULE, WRITABLE_DIR, check_settings, each, interval, one_of,
                  parse_settings, settings_of)
-from data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
-from errors import RunError, UserError, run
+from robustlib.data import DATASETS, MNIST_FAMILY, augment, dataset_info, get_dataset
+from robustlib.errors import RunError, UserError, run
 from hard_margin_loss import PCLoss
 from margin_loss_soft_logit import LogitConstraintLoss
-from metrics import evaluate
+from robustlib.metrics import evaluate
 from models import MODEL_NAMES, build_model
 from representation_consistency_loss import RepresentationConsistencyLoss
-from runtime import start_processes
+from robustlib.runtime import start_processes
 from spatial_structure_loss import METRICS, SpatialStructureLoss
 
 # ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------

@@ -7,10 +7,10 @@ import torch
 from torch.nn import functional as F
 
 import adv_testing
-import attacks
-from checkpoints import load_checkpoint, model_from_checkpoint
-from data import get_dataset
-from errors import run
+from robustlib import attacks
+from robustlib.checkpoints import load_checkpoint, model_from_checkpoint
+from robustlib.data import get_dataset
+from robustlib.errors import run
 
 SETTINGS = adv_testing.settings_of(vars(adv_testing))
 
@@ -190,7 +190,7 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
     assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
     assert ((table.ci_high - table.ci_low) > 0).all()
     # Wilson 95 %: 0 correct of 80 -> [0, 4.58 %]; recompute every row's interval independently
-    from metrics import wilson
+    from robustlib.metrics import wilson
     for _, r in table.iterrows():
         low, high = wilson(round(r.accuracy * r.n), r.n)
         assert abs(low - r.ci_low) < 1e-5 and abs(high - r.ci_high) < 1e-5
@@ -240,7 +240,7 @@ def test_released_vs_autoattack_warning(model, test_set):
 
 
 def test_mcnemar_and_wilson_on_known_numbers():
-    from metrics import mcnemar, wilson
+    from robustlib.metrics import mcnemar, wilson
     a = torch.tensor([True] * 10 + [False] * 10)
     assert mcnemar(a, a) == 1.0
     b = torch.tensor([False] * 10 + [False] * 10)  # 10 discordant pairs, all one way

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 import adv_testing
-import attacks
-import make_figures
+from robustlib import attacks
+from studies import make_figures
 import vgg_training
 
 TRAIN = vgg_training.settings_of(vars(vgg_training))
@@ -91,7 +91,7 @@ def test_inner_attacks_get_the_step_and_steps(monkeypatch, method):
 
 
 def test_evaluation_does_not_offer_training_inner_attacks(tmp_path, capsys):
-    from errors import run
+    from robustlib.errors import run
     for name in attacks.TRAINING_ONLY:
         assert run(adv_testing.main, ["x.pt", f"--attacks={name}", f"--out={tmp_path}/r.csv"]) == 2
         assert "is out of range" in capsys.readouterr().err

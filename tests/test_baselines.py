@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-import report
+from robustlib import report
 from conftest import run_script
 
 ENV = dict(BUDGET="tiny", EXTRA="--dataset=digits", EPS="0.1,0.3",
@@ -13,7 +13,7 @@ ENV = dict(BUDGET="tiny", EXTRA="--dataset=digits", EPS="0.1,0.3",
 
 
 def baselines(root, out, **extra):
-    return run_script("baselines.sh", dict(ENV, BASELINES_OUT=str(out), **extra))
+    return run_script("studies/baselines.sh", dict(ENV, BASELINES_OUT=str(out), **extra))
 
 
 def test_tiny_baselines_and_rerun(root, tmp_path):
@@ -155,7 +155,7 @@ def test_gpu_script_end_to_end_on_digits(root, tmp_path):
     env = dict(SEEDS="0", EXTRA="--dataset=digits --collapse_check=64", GPU_EXTRA="--adv_steps=1",
                ATTACK_EXTRA="--attacks=fgsm,pgd", TRAIN_S="5", ATTACK_S="300", MAX_EPOCHS="1", N="40",
                EPS="0.3", GPU_OUT=str(tmp_path / "g"), PACK=str(tmp_path / "pack"), OMP_NUM_THREADS="1")
-    done = run_script("gpu.sh", env)
+    done = run_script("studies/gpu.sh", env)
     assert done.returncode == 0, done.stderr[-2000:]
     res = tmp_path / "g/results/mnist-baselines"
     assert (res / "gpu-plan.txt").read_text().startswith("GPU_EPOCHS=1 ")  # MAX_EPOCHS caps the sizing

@@ -21,7 +21,7 @@ def test_bench_quick_writes_every_figure(tmp_path, root):
     if not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"):
         pytest.skip("apt-get install dataset-fashion-mnist to run the benchmark")
     out = tmp_path / "bench.json"
-    res = subprocess.run([sys.executable, "bench.py", "--quick", f"--out={out}"], cwd=root,
+    res = subprocess.run([sys.executable, "tools/bench.py", "--quick", f"--out={out}"], cwd=root,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(out.read_text())

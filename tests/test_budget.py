@@ -5,7 +5,7 @@ import torch
 
 import adv_testing
 import vgg_training
-from cli import parse_settings
+from robustlib.cli import parse_settings
 
 DEFAULTS = adv_testing.settings_of(vars(adv_testing))
 

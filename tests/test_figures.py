@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import make_figures
+from studies import make_figures
 import vgg_training
 
 

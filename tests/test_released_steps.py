@@ -27,7 +27,7 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import vgg_training  # noqa: E402
-from cli import parse_settings  # noqa: E402
+from robustlib.cli import parse_settings  # noqa: E402
 from models import build_model  # noqa: E402
 
 BATCHES, BATCH = 4, 10
@@ -247,7 +247,7 @@ def released_evaluation_pgd(model, X, y, epsilon, alpha, attack_iters, restarts)
 
 
 def test_pgd_50x10_is_fast_adversarials_evaluation():
-    import attacks
+    from robustlib import attacks
     model = network("wong-mnist").eval()
     xs, ys = data()
     x = torch.cat(xs[:2])
@@ -423,8 +423,8 @@ def test_fgsm_rs_run_from_its_seed_is_the_released_run(tmp_path, shuffle, equal)
     released script from the same seed: with SHUFFLE=loader every draw (weights, batch order across
     epochs, the starts) is the released one and the weights agree to 1e-10; our own sampler's order
     is another run."""
-    from data import get_dataset
-    from errors import run
+    from robustlib.data import get_dataset
+    from robustlib.errors import run
     train = get_dataset("digits", train=True)
     images, labels = train.batch(torch.arange(len(train)), "cpu")
     argv = ["--preset=fgsm-rs-mnist", "--dataset=digits", "--epochs=2", "--seed=3", f"--shuffle={shuffle}",
@@ -438,7 +438,7 @@ def test_fgsm_rs_run_from_its_seed_is_the_released_run(tmp_path, shuffle, equal)
 
 
 def test_loader_order_is_one_process():
-    from errors import UserError
+    from robustlib.errors import UserError
     vgg_training.check_processes(settings("fgsm-rs-mnist"), 1)
     vgg_training.check_processes(settings("fgsm-rs-mnist", "--shuffle=sampler"), 4)
     with pytest.raises(UserError, match="SHUFFLE=loader is the order of one process's DataLoader: run it as one process"):

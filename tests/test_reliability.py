@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import adv_testing
-import checkpoints
+from robustlib import checkpoints
 import vgg_training
-from checkpoints import atomic_write, load_checkpoint
-from data import DEBIAN_FASHION_MNIST, get_dataset
-from errors import RunError, run, write_failure
+from robustlib.checkpoints import atomic_write, load_checkpoint
+from robustlib.data import DEBIAN_FASHION_MNIST, get_dataset
+from robustlib.errors import RunError, run, write_failure
 
 FAST = ["--dataset=digits", "--warmup_epochs=2", "--epochs=2", "--batch_size=128", "--lr=0.003"]
 ATTACK = ["--attacks=fgsm", "--eps=0.1", "--n=60", "--n_strong=20"]

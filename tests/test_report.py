@@ -4,8 +4,8 @@ import os
 import pandas as pd
 import pytest
 
-import report
-from errors import run
+from robustlib import report
+from robustlib.errors import run
 
 
 def log(path, test_acc, gap, seconds, epochs=2):

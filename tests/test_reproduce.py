@@ -11,7 +11,7 @@ ENV = dict(DATASETS="digits", EXTRA="--warmup_epochs=1 --epochs=1 --lr=0.01",
            FIGURE_EXTRA="--n_motivation=40 --n_tsne=40 --fgsm_eps=0.1 --mim_eps=0.1")
 
 def reproduce(root, out, **extra):
-    return run_script("reproduce.sh", dict(ENV, REPRO_OUT=str(out), **extra))
+    return run_script("studies/reproduce.sh", dict(ENV, REPRO_OUT=str(out), **extra))
 
 def test_digits_reproduction_and_its_rerun(root, tmp_path):
     first = reproduce(root, tmp_path)

@@ -5,11 +5,11 @@ import os
 import pytest
 
 import adv_testing
-import bench
-import make_figures
+from tools import bench
+from studies import make_figures
 import vgg_training
-from cli import CSV_FILE, WRITABLE_DIR, WRITABLE_FILE, settings_of
-from errors import run
+from robustlib.cli import CSV_FILE, WRITABLE_DIR, WRITABLE_FILE, settings_of
+from robustlib.errors import run
 
 SCRIPTS = {"vgg_training": (vgg_training, "OUT_DIR", "out"), "adv_testing": (adv_testing, "OUT", "r.csv"),
            "make_figures": (make_figures, "OUT_DIR", "figs"), "bench": (bench, "OUT", "b.json")}
@@ -95,7 +95,7 @@ def test_unwritable_output_is_found_first(tmp_path, capsys, name):
 
 
 def test_interval_rule_bounds():
-    from cli import interval
+    from robustlib.cli import interval
     closed, open_ = interval("[0, 1]"), interval("(0, 1)")
     assert closed.ok(0) and closed.ok(1.0) and not closed.ok(-1e-9) and not closed.ok(1.0000001)
     assert not open_.ok(0) and not open_.ok(1) and open_.ok(0.5)
@@ -117,7 +117,7 @@ def test_a_setting_without_effect_is_one_line(tmp_path, capsys, args, words):
 
 
 def test_combinations_with_effect_pass():
-    from cli import parse_settings
+    from robustlib.cli import parse_settings
     for argv in (["--loss=ce", "--adv_train=trades"], ["--loss=pclc", "--adv_train=trades", "--epochs=0"],
                  ["--loss=pclc", "--adv_train=pgd"], ["--struct_lambda=0", "--adv_train=none"],
                  ["--struct_lambda=300", "--adv_train=fgsm"]):

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-import report
+from robustlib import report
 from conftest import run_script
 
 ENV = dict(GRID="tiny", EPOCHS="1", EXTRA="--dataset=digits --lr=0.05",
@@ -15,7 +15,7 @@ ENV = dict(GRID="tiny", EPOCHS="1", EXTRA="--dataset=digits --lr=0.05",
 
 
 def sweep(root, out, **extra):
-    return run_script("study_mnist.sh", dict(ENV, SWEEP_OUT=str(out), **extra))
+    return run_script("studies/study_mnist.sh", dict(ENV, SWEEP_OUT=str(out), **extra))
 
 
 def test_tiny_sweep_and_its_rerun(root, tmp_path):

@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-import checkpoints
+from robustlib import checkpoints
 import vgg_training
-from checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
-from cli import parse_settings
-from errors import RunError, UserError, run
+from robustlib.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from robustlib.cli import parse_settings
+from robustlib.errors import RunError, UserError, run
 
 FAST = ["--dataset=digits", "--warmup_epochs=2", "--epochs=2", "--batch_size=128", "--lr=0.003"]
 
@@ -44,8 +44,8 @@ def test_writes_four_files_and_log(pclc_run):
     assert log["phase"].tolist() == ["warmup"] * 2 + ["main"] * 2
     assert log["epoch"].tolist() == [1, 2, 1, 2]
     # the last row's numbers are the final weights' on the test set, recomputed here
-    from data import get_dataset
-    from metrics import evaluate
+    from robustlib.data import get_dataset
+    from robustlib.metrics import evaluate
     acc, gap = evaluate(model_from_checkpoint(load_checkpoint(str(pclc_run / "final.pt"))), get_dataset("digits", False), "cpu")
     assert log["test_acc"].iloc[-1] == pytest.approx(acc, abs=1e-6) and log["prob_gap"].iloc[-1] == pytest.approx(gap, abs=1e-6)
     meta = load_checkpoint(str(pclc_run / "final.pt"))["meta"]

@@ -13,7 +13,7 @@ import adv_testing
 import vgg_training
 from hard_margin_loss import pc_loss
 from margin_loss_soft_logit import logit_constraint_loss
-from metrics import mcnemar, probability_gap
+from robustlib.metrics import mcnemar, probability_gap
 from models import build_model
 from spatial_structure_loss import SpatialStructureLoss
 
@@ -189,7 +189,7 @@ def test_comparisons_sign_and_verdict():
 
 
 def test_wilson_by_hand():
-    from metrics import wilson
+    from robustlib.metrics import wilson
     low, high = wilson(8, 10)   # the textbook 95 % Wilson interval of 8/10: 0.490 .. 0.943
     assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
     assert wilson(0, 0) == (0.0, 1.0)  # no images: the whole range

@@ -9,7 +9,7 @@
 #   4. write results/ssc-study/ (table, figure) and the study section of RESULTS.md (report.py).
 # Runs that already have final.pt are not trained again; finished attacks come from the cache.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository
 PY=${PYTHON:-.venv/bin/python}
 RUNS=runs/study
 RES=results/ssc-study
@@ -26,7 +26,7 @@ attack() { $PY adv_testing.py "$@" --eps=0.03,0.06 --n=1000 --n_strong=200 --bud
 LAMBDAS="0 10 50 100 300 500 1000"
 for lam in $LAMBDAS; do train lambda-$lam-seed-0 --preset=ssc-lambda-$lam; done
 attack $(for lam in $LAMBDAS; do echo $RUNS/lambda-$lam-seed-0/final.pt; done)
-BEST=$($PY report.py best-lambda "$RES/robustness.csv")
+BEST=$($PY -m robustlib.report best-lambda "$RES/robustness.csv")
 echo "best lambda by the worst case at eps 0.03: $BEST"
 train rcc-seed-0 --preset=ssc-lambda-0 --struct=rcc --struct_lambda=15 --struct_on=embedding
 for seed in 1 2; do
@@ -36,5 +36,5 @@ done
 attack $(ls -d $RUNS/*/ | sort -V | sed 's|/$|/final.pt|')
 END=$(date +%s)
 
-$PY report.py study "$RUNS" "$RES" "$BEST" "$((END - START))"
+$PY -m robustlib.report study "$RUNS" "$RES" "$BEST" "$((END - START))"
 echo "study finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

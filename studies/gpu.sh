@@ -13,7 +13,7 @@
 # runs (the tests: fewer attack steps). SEEDS, EXTRA, ATTACK_EXTRA: as baselines.sh's. PACK: a folder for the archives (split at
 # 15 MB): runs.tgz.part-* (checkpoints and training records), results.tgz (tables, job cache).
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository
 export PYTHON=${PYTHON:-.venv/bin/python}
 GPU_OUT=${GPU_OUT:-.}
 TRAIN_S=${TRAIN_S:-330}         # the training's wall-clock limit, seconds (the probe not counted)
@@ -32,7 +32,7 @@ START=$(date +%s)
 probe=$(mktemp -d)
 t0=$(date +%s)
 BASELINES_OUT=$probe BUDGET=gpu GPU_EPOCHS=2 GPU_EXTRA="--adv_steps=$PROBE_STEPS --adv_step_size=0.01" \
-  EXTRA="$EXTRA --epochs=1" STAGE=train PARALLEL=true bash baselines.sh | tee "$probe/probe.out"
+  EXTRA="$EXTRA --epochs=1" STAGE=train PARALLEL=true bash studies/baselines.sh | tee "$probe/probe.out"
 probe_s=$(( $(date +%s) - t0 ))
 # 2. the epochs that fit: per run, (its wall time - its epochs' seconds) is its start and evaluation;
 # its seconds per epoch scale with the forward-backward passes per batch (steps + 1)
@@ -60,7 +60,7 @@ echo "GPU_EPOCHS=$E (sized by gpu.sh: TRAIN_S=$TRAIN_S PROBE_STEPS=$PROBE_STEPS,
 
 # 3. the training, all runs at once
 t0=$(date +%s)
-BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" EXTRA="$EXTRA" STAGE=train PARALLEL=true bash baselines.sh
+BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" EXTRA="$EXTRA" STAGE=train PARALLEL=true bash studies/baselines.sh
 echo "training took $(( $(date +%s) - t0 )) s"
 pack() {  # pack NAME PATHS...: a gzipped tar of PATHS (relative to GPU_OUT), split at 15 MB
   [ -n "$PACK" ] || return 0
@@ -77,7 +77,7 @@ pack runs -T "$list"
 t0=$(date +%s)
 status=0
 BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" STAGE=attack PARALLEL=true \
-  ATTACK_EXTRA="--n=$N --n_strong=$N ${ATTACK_EXTRA:-}" timeout "$ATTACK_S" bash baselines.sh || status=$?
+  ATTACK_EXTRA="--n=$N --n_strong=$N ${ATTACK_EXTRA:-}" timeout "$ATTACK_S" bash studies/baselines.sh || status=$?
 echo "attacks took $(( $(date +%s) - t0 )) s (status $status; 124: stopped at ATTACK_S, finish with STAGE=attack)"
 pack results results/mnist-baselines
 echo "gpu.sh finished in $(( $(date +%s) - START )) s"

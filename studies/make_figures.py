@@ -1,6 +1,6 @@
 """Draw the paper's three figures from a cross-entropy and a PC checkpoint of the same dataset.
 
-    python make_figures.py --ce=runs/repro/ce/final.pt --pc=runs/repro/pclc/final.pt
+    python studies/make_figures.py --ce=runs/repro/ce/final.pt --pc=runs/repro/pclc/final.pt
 
 Writes into OUT_DIR, named after the dataset and model (e.g. fashion-mnist-lenet5-*):
   *-motivation.png  per attack and eps: new successful attacks on the CE model (line, right axis)
@@ -13,16 +13,21 @@ import os
 import sys
 import time
 
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+if _ROOT not in sys.path:  # run as a script from its folder: the library and the scripts sit at the root
+    sys.path.insert(0, _ROOT)
+
 import torch
 
-import attacks
-from checkpoints import atomic_write, load_checkpoint, model_from_checkpoint
-from cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, check_settings, grid_or_auto, interval,
+from robustlib import attacks
+from robustlib.checkpoints import atomic_write, load_checkpoint, model_from_checkpoint
+from robustlib.cli import (ANY_TEXT, DEVICE_RULE, WRITABLE_DIR, check_settings, grid_or_auto, interval,
                  parse_settings, parse_value, settings_of)
-from data import MNIST_FAMILY, get_dataset
-from errors import UserError, run
-from metrics import evaluate, predict
-from runtime import resolve_device
+from robustlib.data import MNIST_FAMILY, get_dataset
+from robustlib.errors import UserError, run
+from robustlib.metrics import evaluate, predict
+from robustlib.runtime import resolve_device
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 CE = ""                        # checkpoint trained with cross-entropy (required)
@@ -253,7 +258,7 @@ def main(argv):
     s, extra = parse_settings(settings_of(globals()), argv)
     check_settings(s, RANGES)
     if extra or not s["CE"] or not s["PC"]:
-        raise UserError("give both checkpoints: python make_figures.py --ce=CE.pt --pc=PC.pt")
+        raise UserError("give both checkpoints: python studies/make_figures.py --ce=CE.pt --pc=PC.pt")
     import matplotlib
     matplotlib.use("Agg")
     import pandas as pd

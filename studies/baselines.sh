@@ -20,7 +20,7 @@
 # one job cache all the tables share (RES/jobs.cache: a model in two tables is attacked once):
 # rerunning the command does only what is missing. BASELINES_OUT=DIR writes runs/ and results/ there.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository
 PY=${PYTHON:-.venv/bin/python}
 OUT=${BASELINES_OUT:-.}
 RUNS=$OUT/runs/mnist-baselines
@@ -164,5 +164,5 @@ for dir in "$RUNS"/*/ "$RUNS"/on-*/*/; do
   [ ! -f "$RUNS/$name.train.log" ] || cp "$RUNS/$name.train.log" "$RES/training/$flat.train.log"
 done
 END=$(date +%s)
-$PY report.py baselines "$RES" "$((END - START))"
+$PY -m robustlib.report baselines "$RES" "$((END - START))"
 echo "baselines finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

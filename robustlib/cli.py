@@ -7,7 +7,7 @@ import re
 import tempfile
 from fractions import Fraction
 
-from errors import UserError
+from .errors import UserError
 
 
 def parse_value(name, text, like):

@@ -10,7 +10,7 @@ import pickle
 
 import torch
 
-from errors import UserError, write_failure
+from .errors import UserError, write_failure
 from models import MODEL_NAMES, build_model
 
 FORMAT = "pc-loss-checkpoint/1"

@@ -1,11 +1,11 @@
 """RESULTS.md's sections, written from the files the runs left (reproduce.sh, study.sh,
 study_mnist.sh and baselines.sh call it):
 
-    python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S   # one dataset's reproduction
-    python report.py best-lambda RES/robustness.csv             # prints the study's best lambda > 0
-    python report.py study RUNS RES BEST TOTAL_S                # the lambda study's section
-    python report.py ssc-points RUNS RES FIGURE TOTAL_S GRID    # study_mnist.sh: points.csv, figure, section
-    python report.py baselines RES TOTAL_S                      # baselines.sh: summary.md, section
+    python -m robustlib.report reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S   # one dataset's reproduction
+    python -m robustlib.report best-lambda RES/robustness.csv             # prints the study's best lambda > 0
+    python -m robustlib.report study RUNS RES BEST TOTAL_S                # the lambda study's section
+    python -m robustlib.report ssc-points RUNS RES FIGURE TOTAL_S GRID    # study_mnist.sh: points.csv, figure, section
+    python -m robustlib.report baselines RES TOTAL_S                      # baselines.sh: summary.md, section
 
 RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
 Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
@@ -17,8 +17,8 @@ import re
 import sys
 import time
 
-from checkpoints import atomic_write, make_dirs
-from errors import UserError, run
+from .checkpoints import atomic_write, make_dirs
+from .errors import UserError, run
 
 # the runs reproduce.sh trains per dataset (the folders under RUNS), and the published anchors its
 # summary table shows beside them: (model, clean %, AutoAttack or strongest-attack %, eps, source)
@@ -110,8 +110,8 @@ def reproduce_section(dataset, runs, res, out, trained_s, total_s):
     prefix = f"Figures/{dataset}-lenet5"
     figures = read_text(os.path.join(out, f"{prefix}-figures.md"))
     return "\n".join([
-        f"## LeNet-5 on {TITLES[dataset]} (`bash reproduce.sh`)", "",
-        f"Made by `bash reproduce.sh` on a 2-core CPU. Its last invocation for {TITLES[dataset]} took "
+        f"## LeNet-5 on {TITLES[dataset]} (`bash studies/reproduce.sh`)", "",
+        f"Made by `bash studies/reproduce.sh` on a 2-core CPU. Its last invocation for {TITLES[dataset]} took "
         f"{total_s / 60:.1f} min, of which {trained_s / 60:.1f} min training (runs that had final.pt were not "
         f"trained again, and finished attacks came from the job cache); training all {len(logs)} runs takes "
         f"{training_min:.1f} min (the sum of their epoch times in log.csv).", "",
@@ -208,8 +208,8 @@ def study_section(runs, res, best, total_s, figure):
     plot_study(points, figure)
     table = ["| run | seeds | clean accuracy (%, 10,000 images) | worst eps 0.03 (%) | worst eps 0.06 (%) |",
              "|---|---|---|---|---|", *rows]
-    text = ["## The lambda study (`bash study.sh`)", "",
-            f"Made by `bash study.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was already "
+    text = ["## The lambda study (`bash studies/study.sh`)", "",
+            f"Made by `bash studies/study.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was already "
             f"trained and attacked). Best lambda > 0 by the worst case at eps 0.03 (seed 0): {best}. Worst: a "
             "sample counts only if it survives every attack of adv_testing.py's default suite (FGSM, MIM, "
             "PGD-10, SPSA, APGD-CE, APGD-T, FAB-T, Square-5000) on the same 200 test images; one seed: 95 % "
@@ -463,8 +463,8 @@ def baselines_section(res, total_s):
     caveat = ([f"**Read first ({os.path.basename(caveat)}):** "
                + read_text(caveat).splitlines()[0].lstrip("# ") + ".", ""] if os.path.exists(caveat) else [])
     return "\n".join([
-        "## The field's baselines on MNIST, and the papers' methods on top (`bash baselines.sh`)", "", *caveat,
-        "Made by `bash baselines.sh`, one `PART` / `SEEDS` sitting at a time (the sitting that wrote this: "
+        "## The field's baselines on MNIST, and the papers' methods on top (`bash studies/baselines.sh`)", "", *caveat,
+        "Made by `bash studies/baselines.sh`, one `PART` / `SEEDS` sitting at a time (the sitting that wrote this: "
         f"{total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
         "Worst case: a sample counts only if it survives every attack of the default suite at "
         "`--budget=standard` (Croce & Hein's 100 APGD / FAB iterations, Square 5000) on the same test "
@@ -476,7 +476,7 @@ def baselines_section(res, total_s):
 
 
 def main(argv):
-    usage = ("usage: python report.py reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
+    usage = ("usage: python -m robustlib.report reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
              "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RES TOTAL_S")
     counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 5, "baselines": 2}
     timings = {"reproduce": slice(4, 6), "study": slice(3, 4), "ssc-points": slice(3, 4), "baselines": slice(1, 2)}
@@ -496,7 +496,7 @@ def main(argv):
         atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
         plot_points(points, figure)
         table = points_table(points)
-        text = (f"Made by `bash study_mnist.sh` ({seconds[0] / 60:.1f} min; 0 when everything was done). "
+        text = (f"Made by `bash studies/study_mnist.sh` ({seconds[0] / 60:.1f} min; 0 when everything was done). "
                 f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
                 f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
         atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
@@ -505,7 +505,7 @@ def main(argv):
         atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
         results = results_beside(res)
         write_section(results, "mnist-ssc-protocol", "\n".join([
-            "## The title paper's MNIST figure in its own protocol (`bash study_mnist.sh`)", "", text,
+            "## The title paper's MNIST figure in its own protocol (`bash studies/study_mnist.sh`)", "", text,
             f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
         print(table)
         print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")

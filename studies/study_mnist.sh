@@ -13,7 +13,7 @@
 # Runs with final.pt are not trained again, interrupted ones resume, finished attacks come from the
 # cache: rerunning the command does only what is missing. SWEEP_OUT=DIR puts runs/ and results/ there.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository
 PY=${PYTHON:-.venv/bin/python}
 OUT=${SWEEP_OUT:-.}
 RUNS=$OUT/runs/mnist-ssc
@@ -78,5 +78,5 @@ for attack in pgd mim; do
   for eps in $PANEL_EPS; do column "$attack" "$eps" "$PANEL_LAMBDAS" 0; done
 done
 END=$(date +%s)
-$PY report.py ssc-points "$RUNS" "$RES" "$OUT/Figures/mnist-ssc-protocol.png" "$((END - START))" "$GRID"
+$PY -m robustlib.report ssc-points "$RUNS" "$RES" "$OUT/Figures/mnist-ssc-protocol.png" "$((END - START))" "$GRID"
 echo "sweep finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"

@@ -20,11 +20,16 @@ import sys
 import tempfile
 import time
 
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+if _ROOT not in sys.path:  # run as a script from its folder: the library and the scripts sit at the root
+    sys.path.insert(0, _ROOT)
+
 import torch
 from torch import nn
 
-from cli import WRITABLE_FILE, check_settings, each, interval, one_of, parse_settings, settings_of
-from errors import UserError, run
+from robustlib.cli import WRITABLE_FILE, check_settings, each, interval, one_of, parse_settings, settings_of
+from robustlib.errors import UserError, run
 
 # ---- settings: edit them here, or override any as --name=value ------------------------------
 REPEATS = 5                   # measured repetitions of every pair (after one warm-up)
@@ -105,7 +110,7 @@ def op_profile(fn, calls, top=8):
 
 
 def lenet_and_data():
-    from data import get_dataset
+    from robustlib.data import get_dataset
     from models import build_model
     train = get_dataset("fashion-mnist", True, "./data")
     return build_model("lenet5", 1, 28, 10), train
@@ -145,7 +150,7 @@ def adv_settings(preset, steps, model):
 
 
 def adv_batches(quick):
-    from data import get_dataset
+    from robustlib.data import get_dataset
     train = get_dataset("mnist", True, "./data")
     return [train.batch(torch.arange(i * 128, (i + 1) * 128)) for i in range(2 if quick else 8)]
 
@@ -217,7 +222,7 @@ def sweep_record():
     """study_mnist.sh's last full grid, from report.py's record (timing.json: the points' epoch times
     and the attack jobs' times summed; process start-up not counted): its minutes and points per
     CPU-hour (not re-run here: two hours)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mnist-ssc-protocol", "timing.json")
+    path = os.path.join(_ROOT, "results", "mnist-ssc-protocol", "timing.json")
     if not os.path.exists(path):
         none = dict(value=None, target=None, met=None, what=f"study_mnist.sh: no record ({path} missing)")
         return {"sweep_minutes": none, "sweep_points_per_cpu_hour": dict(none)}
@@ -236,7 +241,7 @@ def torchvision_fashion_mnist(root):
     reads the raw IDX files)."""
     import gzip
     from torchvision import datasets, transforms
-    from data import DEBIAN_FASHION_MNIST
+    from robustlib.data import DEBIAN_FASHION_MNIST
     raw = os.path.join(root, "FashionMNIST", "raw")
     os.makedirs(raw)
     for name in os.listdir(DEBIAN_FASHION_MNIST):
@@ -315,8 +320,8 @@ def epoch_cost(repeats, quick, out):
     import io
     import pandas as pd
     import vgg_training
-    from data import get_dataset
-    from metrics import evaluate
+    from robustlib.data import get_dataset
+    from robustlib.metrics import evaluate
     from models import build_model
     dataset = "digits" if quick else "fashion-mnist"
     train, test = get_dataset(dataset, True, "./data"), get_dataset(dataset, False, "./data")
@@ -349,7 +354,7 @@ def epoch_cost(repeats, quick, out):
 
 
 def trained_lenet(ckpt):
-    from checkpoints import load_checkpoint, model_from_checkpoint
+    from robustlib.checkpoints import load_checkpoint, model_from_checkpoint
     return model_from_checkpoint(load_checkpoint(ckpt)).eval()
 
 
@@ -396,7 +401,7 @@ def layout_choices(repeats, quick, ckpt):
     the choice is faster): channels_last for a training step and for PGD-10, all cores against
     one thread, and adv_testing's BATCH_SIZE against half and twice it."""
     import adv_testing
-    from data import get_dataset
+    from robustlib.data import get_dataset
     test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
     n = 200 if quick else 1000
     s = adv_testing.settings_of(vars(adv_testing))
@@ -436,7 +441,7 @@ def suite_cost(repeats, quick, ckpt):
     """adv_testing.py's default suite (one eps) against a bare loop that calls the same
     torchattacks constructors on every image in the default layout and scores the result."""
     import adv_testing
-    from data import get_dataset
+    from robustlib.data import get_dataset
     test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
     n, eps = (40, 0.05) if quick else (200, 0.05)
     s = dict(adv_testing.settings_of(vars(adv_testing)), CHANNELS_LAST=True)  # as main() sets it
@@ -473,7 +478,7 @@ def main_job(quick):
     timed; and the peak resident memory of those processes."""
     train_args = ["--dataset=digits", "--warmup_epochs=1", "--epochs=1"] if quick else []
     attack_args = ["--eps=0.1", "--n=60", "--n_strong=20", "--square_queries=50"] if quick else []
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = _ROOT
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run([sys.executable, "vgg_training.py", f"--out_dir={out}", *train_args], check=True,
@@ -512,10 +517,10 @@ def reproduce_job(quick):
     if quick:
         return {"reproduce_minutes": dict(value=None, target=15.0, target_is="max", met=None,
                                           what="bash reproduce.sh: skipped in --quick")}
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = _ROOT
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        subprocess.run(["bash", "reproduce.sh"], check=True, capture_output=True, cwd=here,
+        subprocess.run(["bash", "studies/reproduce.sh"], check=True, capture_output=True, cwd=here,
                        env=dict(os.environ, REPRO_OUT=out, PYTHON=sys.executable, DATASETS="fashion-mnist"))
         took = time.perf_counter() - start
     return {"reproduce_minutes": figure(took / 60, 15.0, "max", f"DATASETS=fashion-mnist bash reproduce.sh from scratch (4 trainings, "

@@ -4,7 +4,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from errors import UserError
+from .errors import UserError
 
 
 def resolve_device(name):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from errors import UserError
+from .errors import UserError
 
 # name: (channels, image size, classes, flip augmentation makes sense)
 DATASETS = {

@@ -12,7 +12,7 @@
 # trained again and finished attacks come from the job cache (delete runs/repro to start over).
 # REPRO_OUT=DIR writes everything (runs/, results/, Figures/, RESULTS.md) under DIR instead of here.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository
 PY=${PYTHON:-.venv/bin/python}
 OUT=${REPRO_OUT:-.}
 DATASETS=${DATASETS:-fashion-mnist mnist}
@@ -50,9 +50,9 @@ for DATASET in $DATASETS; do
 
   $PY adv_testing.py $CKPTS --budget=standard --out=$RES/robustness.csv $ATTACK_EXTRA
   cp $RES/robustness.png $FIG/$DATASET-lenet5-robustness.png
-  $PY make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=$FIG $FIGURE_EXTRA
+  $PY studies/make_figures.py --ce=$RUNS/ce/final.pt --pc=$RUNS/pclc/final.pt --out_dir=$FIG $FIGURE_EXTRA
   END=$(date +%s)
 
-  $PY report.py reproduce "$DATASET" "$RUNS" "$RES" "$OUT" "$((TRAINED - START))" "$((END - START))"
+  $PY -m robustlib.report reproduce "$DATASET" "$RUNS" "$RES" "$OUT" "$((TRAINED - START))" "$((END - START))"
   echo "reproduction of $DATASET finished in $(( (END - START) / 60 )) min $(( (END - START) % 60 )) s"
 done
