@@ -7,6 +7,7 @@ import adv_testing
 from robustlib import attacks
 from studies import make_figures
 import vgg_training
+from robustlib import training  # noqa: E402
 
 TRAIN = vgg_training.settings_of(vars(vgg_training))
 EVAL = adv_testing.settings_of(vars(adv_testing))
@@ -63,7 +64,7 @@ def spy_on(monkeypatch, name):
 def test_training_evaluation_and_figures_build_from_the_registry(monkeypatch):
     model, x, y = tiny()
     seen = spy_on(monkeypatch, "pgd")
-    vgg_training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="pgd", ADV_EPS=0.2, ADV_STEPS=5, ADV_STEP_SIZE=0.0))
+    training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="pgd", ADV_EPS=0.2, ADV_STEPS=5, ADV_STEP_SIZE=0.0))
     adv_testing.build_attack("pgd", model, 0.2, 10, dict(EVAL, STEPS=5))
     make_figures.released("pgd", model, 0.2, 10)
     (e1, train), (e2, test), (e3, figure) = seen
@@ -72,7 +73,7 @@ def test_training_evaluation_and_figures_build_from_the_registry(monkeypatch):
     assert test.step == pytest.approx(0.04) and test.steps == 5           # released: 0.2 / 5
     assert figure.step == pytest.approx(0.02) and figure.steps == 10      # the notebook's 10 steps
     seen_mim = spy_on(monkeypatch, "mim")
-    vgg_training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="mim", ADV_DECAY=0.7))
+    training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="mim", ADV_DECAY=0.7))
     adv_testing.build_attack("mim", model, 0.2, 10, EVAL)
     assert [k.decay for _, k in seen_mim] == [0.7, 1.0]  # training's decay, the released evaluation's 1.0
 
@@ -83,8 +84,8 @@ def test_inner_attacks_get_the_step_and_steps(monkeypatch, method):
     calls = []
     monkeypatch.setattr(attacks, f"{method}_adversary", lambda *args: calls.append(args) or x)
     s = dict(TRAIN, ADV_TRAIN=method, ADV_EPS=0.2, ADV_STEPS=4, ADV_STEP_SIZE=0.0)
-    vgg_training.make_attack(model, 10, s)(x, y)
-    vgg_training.make_attack(model, 10, dict(s, ADV_STEP_SIZE=0.03))(x, y)
+    training.make_attack(model, 10, s)(x, y)
+    training.make_attack(model, 10, dict(s, ADV_STEP_SIZE=0.03))(x, y)
     # trades_adversary(model, x, step, eps, steps); mart_adversary(model, x, y, step, eps, steps)
     got = [args[-3:] for args in calls]
     assert got[0] == pytest.approx((0.125, 0.2, 4)) and got[1] == pytest.approx((0.03, 0.2, 4))

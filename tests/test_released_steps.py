@@ -27,6 +27,7 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import vgg_training  # noqa: E402
+from robustlib import training  # noqa: E402
 from robustlib.cli import parse_settings  # noqa: E402
 from models import build_model  # noqa: E402
 
@@ -64,17 +65,17 @@ def network(name, seed=0):
 def project_steps(s, model, xs, ys, epochs_of_schedule=2):
     """The project's training loop for these batches: its objective, attack, optimiser and schedule
     (a phase of `epochs_of_schedule` epochs of len(xs) batches)."""
-    net = vgg_training.WithEmbedding(model)
-    attack = vgg_training.make_attack(model, 10, s)
-    criterion = vgg_training.phase_loss(s["LOSS"], s["MARGIN"], s["LC_WEIGHT"])
-    optimizer = vgg_training.make_optimizer(model, s)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: vgg_training.SCHEDULES[s["SCHEDULE"]](
+    net = training.WithEmbedding(model)
+    attack = training.make_attack(model, 10, s)
+    criterion = training.phase_loss(s["LOSS"], s["MARGIN"], s["LC_WEIGHT"])
+    optimizer = training.make_optimizer(model, s)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: training.SCHEDULES[s["SCHEDULE"]](
         t, len(xs), epochs_of_schedule, s))
-    struct = vgg_training.structure_term(s)
+    struct = training.structure_term(s)
     torch.manual_seed(11)
     for x, y in zip(xs, ys):
         model.train()
-        loss, _, _ = vgg_training.train_step(net, (x, y), criterion, attack, struct, s, vgg_training.nullcontext())
+        loss, _, _ = training.train_step(net, (x, y), criterion, attack, struct, s, training.nullcontext())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -193,7 +194,7 @@ def test_cyclic_schedule_is_np_interp():
     for epochs, steps in ((10, 7), (3, 5), (1, 4), (7, 3)):
         for t in range(epochs * steps):
             want = np.interp([(t + 1) / steps], [0, epochs * 2 // 5, epochs], [0, 1, 0])[0]
-            assert vgg_training.SCHEDULES["cyclic"](t, steps, epochs, s) == pytest.approx(want, abs=1e-12)
+            assert training.SCHEDULES["cyclic"](t, steps, epochs, s) == pytest.approx(want, abs=1e-12)
 
 
 def test_pgd_es_step_is_fast_adversarials_pgd_mode():
@@ -340,7 +341,7 @@ def test_trades_schedule_is_the_released_one():
     steps = 3
     for epoch in range(s["EPOCHS"]):
         for b in range(steps):
-            factor = vgg_training.SCHEDULES[s["SCHEDULE"]](epoch * steps + b, steps, s["EPOCHS"], s)
+            factor = training.SCHEDULES[s["SCHEDULE"]](epoch * steps + b, steps, s["EPOCHS"], s)
             assert factor == pytest.approx(released(epoch + 1), rel=1e-12)
 
 
@@ -439,7 +440,7 @@ def test_fgsm_rs_run_from_its_seed_is_the_released_run(tmp_path, shuffle, equal)
 
 def test_loader_order_is_one_process():
     from robustlib.errors import UserError
-    vgg_training.check_processes(settings("fgsm-rs-mnist"), 1)
-    vgg_training.check_processes(settings("fgsm-rs-mnist", "--shuffle=sampler"), 4)
+    training.check_processes(settings("fgsm-rs-mnist"), 1)
+    training.check_processes(settings("fgsm-rs-mnist", "--shuffle=sampler"), 4)
     with pytest.raises(UserError, match="SHUFFLE=loader is the order of one process's DataLoader: run it as one process"):
-        vgg_training.check_processes(settings("fgsm-rs-mnist"), 2)
+        training.check_processes(settings("fgsm-rs-mnist"), 2)

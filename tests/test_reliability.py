@@ -14,6 +14,7 @@ import torch
 import adv_testing
 from robustlib import checkpoints
 import vgg_training
+from robustlib import training  # noqa: E402
 from robustlib.checkpoints import atomic_write, load_checkpoint
 from robustlib.data import DEBIAN_FASHION_MNIST, get_dataset
 from robustlib.errors import RunError, run, write_failure
@@ -177,12 +178,12 @@ def test_tables_sharing_a_cache_reuse_only_the_same_jobs(finished, plain, tmp_pa
                                   "--seed=1", "--margin=0.8", "--adv_train=fgsm", "--warmup_epochs=3",
                                   "--optimizer=sgd"])
 def test_resume_with_a_changed_setting_is_an_error(finished, capsys, flag):
-    before = {f: (finished / f).read_bytes() for f in vgg_training.RUN_FILES}
+    before = {f: (finished / f).read_bytes() for f in training.RUN_FILES}
     args = [a for a in FAST if not a.startswith(flag.split("=")[0] + "=")]
     assert run(vgg_training.main, args + [flag, f"--out_dir={finished}", "--resume=true"]) == 2
     name, value = flag[2:].split("=")
     one_line(capsys, f"--resume=true with --{name}=", "was made with")
-    assert {f: (finished / f).read_bytes() for f in vgg_training.RUN_FILES} == before
+    assert {f: (finished / f).read_bytes() for f in training.RUN_FILES} == before
 
 
 def test_resume_may_extend_epochs(finished, tmp_path):
@@ -207,7 +208,7 @@ def test_resume_from_a_file_that_is_not_a_resumable_state(finished, tmp_path, ca
 def test_resume_on_other_training_data_is_an_error(finished, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    real = vgg_training.get_dataset
+    real = training.get_dataset
 
     def other(name, train, root):
         data = real(name, train, root)
@@ -215,7 +216,7 @@ def test_resume_on_other_training_data_is_an_error(finished, tmp_path, capsys, m
             data.images = 255 - data.images
         return data
 
-    monkeypatch.setattr(vgg_training, "get_dataset", other)
+    monkeypatch.setattr(training, "get_dataset", other)
     assert run(vgg_training.main, FAST + [f"--out_dir={out}", "--resume=true"]) == 2
     one_line(capsys, "other digits training data")
 
@@ -223,7 +224,7 @@ def test_resume_on_other_training_data_is_an_error(finished, tmp_path, capsys, m
 def test_rows_of_a_failed_log_write_come_back_on_resume(finished, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     calls = [0]
-    real = vgg_training.write_log
+    real = training.write_log
 
     def failing(path, rows):
         calls[0] += 1
@@ -231,13 +232,13 @@ def test_rows_of_a_failed_log_write_come_back_on_resume(finished, tmp_path, monk
             raise write_failure(path, OSError(errno.ENOSPC, "No space left on device"))
         real(path, rows)
 
-    monkeypatch.setattr(vgg_training, "write_log", failing)
+    monkeypatch.setattr(training, "write_log", failing)
     assert run(vgg_training.main, FAST + [f"--out_dir={out}"]) == 1
     one_line(capsys, "log.csv: no space left on device")
     assert len(pd.read_csv(out / "log.csv")) == 3
     monkeypatch.undo()
     assert vgg_training.main(FAST + [f"--out_dir={out}", "--resume=true"]) == 0
-    same = [c for c in vgg_training.LOG_COLUMNS if c != "seconds"]
+    same = [c for c in training.LOG_COLUMNS if c != "seconds"]
     assert pd.read_csv(out / "log.csv")[same].equals(pd.read_csv(finished / "log.csv")[same])
 
 
@@ -255,7 +256,7 @@ def test_a_new_run_over_another_runs_folder(finished, tmp_path, capsys, monkeypa
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vgg_training, "train_step", interrupted)
+    monkeypatch.setattr(training, "train_step", interrupted)
     assert run(vgg_training.main, FAST + ["--loss=ce", f"--out_dir={out}", "--overwrite=true"]) == 130
     assert os.listdir(out) == []  # the old run's files went first: nothing of it is left to mix
     monkeypatch.undo()
@@ -327,7 +328,7 @@ def test_training_when_the_disk_turns_read_only(small_disk, capsys, monkeypatch)
     place = small_disk(50_000_000)
     out = place / "run"
     calls = [0]
-    real = vgg_training.train_step
+    real = training.train_step
 
     def step(*args):
         calls[0] += 1
@@ -335,7 +336,7 @@ def test_training_when_the_disk_turns_read_only(small_disk, capsys, monkeypatch)
             subprocess.run(["mount", "-o", "remount,ro", str(place)], check=True)
         return real(*args)
 
-    monkeypatch.setattr(vgg_training, "train_step", step)
+    monkeypatch.setattr(training, "train_step", step)
     assert run(vgg_training.main, FAST + [f"--out_dir={out}"]) == 1
     one_line(capsys, f"cannot write {out}/last.pt: read-only file system")
     assert load_checkpoint(str(out / "last.pt"))["meta"]["epoch"] == 1
@@ -375,7 +376,7 @@ def test_evaluation_refuses_non_finite_weights(finished, tmp_path, capsys):
 
 
 def test_weights_that_overflow_on_the_last_step(tmp_path, capsys, monkeypatch):
-    real = vgg_training.make_optimizer
+    real = training.make_optimizer
     steps = [0]
 
     def optimizer(model, s):
@@ -389,7 +390,7 @@ def test_weights_that_overflow_on_the_last_step(tmp_path, capsys, monkeypatch):
         opt.register_step_post_hook(poison)
         return opt
 
-    monkeypatch.setattr(vgg_training, "make_optimizer", optimizer)
+    monkeypatch.setattr(training, "make_optimizer", optimizer)
     assert run(vgg_training.main, FAST + [f"--out_dir={tmp_path}"]) == 1
     one_line(capsys, "the weights became non-finite in phase main, epoch 2", "last.pt holds the state before")
     log = pd.read_csv(tmp_path / "log.csv")
@@ -411,14 +412,14 @@ def test_finite_weights_whose_outputs_overflow(tmp_path, capsys):
 
 
 def test_non_finite_logits_in_the_first_epoch(tmp_path, capsys, monkeypatch):
-    real, calls = vgg_training.train_step, [0]
+    real, calls = training.train_step, [0]
 
     def step(*args):
         calls[0] += 1
         loss, logits, structure = real(*args)
         return loss, (logits * float("inf") if calls[0] == 3 else logits), structure
 
-    monkeypatch.setattr(vgg_training, "train_step", step)
+    monkeypatch.setattr(training, "train_step", step)
     assert run(vgg_training.main, FAST + [f"--out_dir={tmp_path}"]) == 1
     one_line(capsys, "the logits became non-finite in phase warmup, epoch 1, batch 3",
              "no checkpoint of this run was written yet")

@@ -8,6 +8,7 @@ import adv_testing
 from tools import bench
 from studies import make_figures
 import vgg_training
+from robustlib import training  # noqa: E402
 from robustlib.cli import CSV_FILE, WRITABLE_DIR, WRITABLE_FILE, settings_of
 from robustlib.errors import run
 
@@ -122,7 +123,7 @@ def test_combinations_with_effect_pass():
                  ["--loss=pclc", "--adv_train=pgd"], ["--struct_lambda=0", "--adv_train=none"],
                  ["--struct_lambda=300", "--adv_train=fgsm"]):
         s, _ = parse_settings(settings_of(vars(vgg_training)), argv, vgg_training.PRESETS)
-        vgg_training.check_combination(s)
+        training.check_combination(s)
     for name in vgg_training.PRESETS:  # every preset is a combination with effect
         s, _ = parse_settings(settings_of(vars(vgg_training)), [f"--preset={name}"], vgg_training.PRESETS)
-        vgg_training.check_combination(s)
+        training.check_combination(s)

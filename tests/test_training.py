@@ -10,6 +10,7 @@ import torch
 
 from robustlib import checkpoints
 import vgg_training
+from robustlib import training  # noqa: E402
 from robustlib.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from robustlib.cli import parse_settings
 from robustlib.errors import RunError, UserError, run
@@ -40,7 +41,7 @@ def test_writes_four_files_and_log(pclc_run):
         assert (pclc_run / name).stat().st_size > 0
     import pandas as pd
     log = pd.read_csv(pclc_run / "log.csv")
-    assert tuple(log.columns) == vgg_training.LOG_COLUMNS
+    assert tuple(log.columns) == training.LOG_COLUMNS
     assert log["phase"].tolist() == ["warmup"] * 2 + ["main"] * 2
     assert log["epoch"].tolist() == [1, 2, 1, 2]
     # the last row's numbers are the final weights' on the test set, recomputed here
@@ -59,14 +60,14 @@ def test_writes_four_files_and_log(pclc_run):
 
 def test_second_phase_starts_from_warmup_weights(tmp_path, monkeypatch):
     seen = {}
-    original = vgg_training.train_step
+    original = training.train_step
 
     def spy(net, batch, criterion, *rest):
         if not isinstance(criterion, torch.nn.CrossEntropyLoss) and "first" not in seen:
             seen["first"] = {k: v.clone() for k, v in net.model.state_dict().items()}
         return original(net, batch, criterion, *rest)
 
-    monkeypatch.setattr(vgg_training, "train_step", spy)
+    monkeypatch.setattr(training, "train_step", spy)
     train(tmp_path)
     assert same(seen["first"], weights(tmp_path / "ce_warmup.pt"))
     assert not same(weights(tmp_path / "ce_warmup.pt"), weights(tmp_path / "final.pt"))
@@ -87,14 +88,15 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import vgg_training
+from robustlib import training
 calls = [0]
-original = vgg_training.train_step
+original = training.train_step
 def step(*args):
     calls[0] += 1
     if calls[0] == {kill_at}:
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args)
-vgg_training.train_step = step
+training.train_step = step
 sys.exit(vgg_training.main(sys.argv[1:]))
 """
 
@@ -184,14 +186,14 @@ def test_bad_checkpoints_are_refused(tmp_path, pclc_run):
 
 def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path, monkeypatch):
     calls = [0]
-    original = vgg_training.train_step
+    original = training.train_step
 
     def poisoned(*args):
         calls[0] += 1
         loss, logits, s = original(*args)
         return (loss * float("nan") if calls[0] == 15 else loss), logits, s
 
-    monkeypatch.setattr(vgg_training, "train_step", poisoned)
+    monkeypatch.setattr(training, "train_step", poisoned)
     with pytest.raises(RunError, match=r"nan in phase warmup, epoch 2, batch 4; .*last.pt holds the state"):
         train(tmp_path)
     assert load_checkpoint(str(tmp_path / "last.pt"))["meta"]["epoch"] == 1
@@ -310,22 +312,22 @@ def test_structure_options_train(tmp_path, extra):
     (0.0, 0.0, False),
     (None, 0.0, False)])    # the first epoch has no best
 def test_collapse_rule(best, now, fires):
-    assert vgg_training.collapsed(best, now) is fires
+    assert training.collapsed(best, now) is fires
 
 
 def test_collapse_warning_printed_by_epoch_row(monkeypatch):
     """epoch_row asks collapsed() with the best of the earlier rows and prints the one-line warning."""
     said = []
-    monkeypatch.setattr(vgg_training, "evaluate", lambda *a: (0.9, 0.5))
-    monkeypatch.setattr(vgg_training, "pgd_accuracy", lambda *a: 0.1)
-    r = vgg_training.Run(model=None, test_set=None, device="cpu", attack=object(), probe=(None, torch.zeros(64)),
+    monkeypatch.setattr(training, "evaluate", lambda *a: (0.9, 0.5))
+    monkeypatch.setattr(training, "pgd_accuracy", lambda *a: 0.1)
+    r = training.Run(model=None, test_set=None, device="cpu", attack=object(), probe=(None, torch.zeros(64)),
                          s=dict(ADV_EPS=0.3, SEED=0), say=said.append)
     sums = torch.tensor([1.0, 1.0, 2.0, 0.0], dtype=torch.float64)
     earlier = [dict(train_pgd_acc=0.2), dict(train_pgd_acc=0.6), dict(train_pgd_acc="")]
-    row = vgg_training.epoch_row(r, "main", 3, 10, sums, 0.01, 1.0, earlier)
+    row = training.epoch_row(r, "main", 3, 10, sums, 0.01, 1.0, earlier)
     assert row["train_pgd_acc"] == 0.1 and said[0] == (
         "WARNING PGD-10 accuracy on 64 training images fell to 10.0% (best 60.0%): catastrophic "
         "overfitting; stop, or shrink ADV_STEP_SIZE")
     said.clear()
-    vgg_training.epoch_row(r, "main", 3, 10, sums, 0.01, 1.0, [dict(train_pgd_acc=0.3)])  # 0.1 > 0.3 * 0.3
+    training.epoch_row(r, "main", 3, 10, sums, 0.01, 1.0, [dict(train_pgd_acc=0.3)])  # 0.1 > 0.3 * 0.3
     assert len(said) == 1 and not said[0].startswith("WARNING")

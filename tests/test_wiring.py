@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 import adv_testing
 import vgg_training
+from robustlib import training  # noqa: E402
 from hard_margin_loss import pc_loss
 from margin_loss_soft_logit import logit_constraint_loss
 from robustlib.metrics import mcnemar, probability_gap
@@ -34,9 +35,9 @@ def net_and_batch():
 def test_adversarial_objective_is_alpha_clean_beta_adv_plus_lambda_structure(struct_on):
     model, x, y, x_adv = net_and_batch()
     s = dict(SETTINGS, ADV_TRAIN="pgd", ALPHA=0.3, BETA=0.7, STRUCT_LAMBDA=2.5, STRUCT_ON=struct_on, STRUCT="ssc")
-    net = vgg_training.WithEmbedding(model)
-    loss, logits, structure = vgg_training.train_step(
-        net, (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv, vgg_training.structure_term(s), s,
+    net = training.WithEmbedding(model)
+    loss, logits, structure = training.train_step(
+        net, (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv, training.structure_term(s), s,
         torch.autocast("cpu", enabled=False))
     with torch.no_grad():
         z, z_adv = model(x), model(x_adv)
@@ -55,9 +56,9 @@ def test_baseline_objectives_are_wired_with_beta(method):
     from adversarial_baselines import mart_objective, trades_objective
     model, x, y, x_adv = net_and_batch()
     s = dict(SETTINGS, ADV_TRAIN=method, ALPHA=0.3, BETA=4.0, STRUCT_LAMBDA=1.5, STRUCT_ON="logits")
-    loss, _, structure = vgg_training.train_step(
-        vgg_training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv,
-        vgg_training.structure_term(s), s, torch.autocast("cpu", enabled=False))
+    loss, _, structure = training.train_step(
+        training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(), lambda a, b: x_adv,
+        training.structure_term(s), s, torch.autocast("cpu", enabled=False))
     fn = trades_objective if method == "trades" else mart_objective
     with torch.no_grad():
         z, z_adv = model(x), model(x_adv)
@@ -74,8 +75,8 @@ def test_objective_gradient_with_and_without_clean_graph(method, alpha, lam):
     from adversarial_baselines import mart_objective, trades_objective
     model, x, y, x_adv = net_and_batch()
     s = dict(SETTINGS, ADV_TRAIN=method, ALPHA=alpha, BETA=0.7, STRUCT_LAMBDA=lam, STRUCT_ON="logits")
-    loss = vgg_training.train_step(vgg_training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(),
-                                   lambda a, b: x_adv, vgg_training.structure_term(s), s, nullcontext())[0]
+    loss = training.train_step(training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(),
+                                   lambda a, b: x_adv, training.structure_term(s), s, nullcontext())[0]
     got = torch.autograd.grad(loss, list(model.parameters()))
     z, z_adv = model(x), model(x_adv)
     expected = {"pgd": lambda: alpha * F.cross_entropy(z, y) + 0.7 * F.cross_entropy(z_adv, y),
@@ -92,7 +93,7 @@ def test_objective_gradient_with_and_without_clean_graph(method, alpha, lam):
 def test_training_cast_follows_amp_and_amp_cpu(device, amp, amp_cpu, cast):
     with warnings.catch_warnings():  # a CUDA autocast made without a GPU warns that it is disabled: not our output
         warnings.filterwarnings("ignore", "CUDA is not available", UserWarning)
-        got = vgg_training.training_cast(dict(SETTINGS, AMP=amp, AMP_CPU=amp_cpu), device)
+        got = training.training_cast(dict(SETTINGS, AMP=amp, AMP_CPU=amp_cpu), device)
     assert isinstance(got, torch.autocast) == cast
     if cast:
         assert got.device == device.split(":")[0] and got.fast_dtype == torch.bfloat16
@@ -107,8 +108,8 @@ def test_the_training_attack_runs_under_the_cast():
         seen.append(torch.is_autocast_enabled("cpu"))
         return x_adv
     s = dict(SETTINGS, ADV_TRAIN="pgd", AMP_CPU=True)
-    logits = vgg_training.train_step(vgg_training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(), attack,
-                                     vgg_training.structure_term(s), s, vgg_training.training_cast(s, "cpu"))[1]
+    logits = training.train_step(training.WithEmbedding(model), (x, y), torch.nn.CrossEntropyLoss(), attack,
+                                     training.structure_term(s), s, training.training_cast(s, "cpu"))[1]
     assert seen == [True] and logits.dtype == torch.bfloat16 and not torch.is_autocast_enabled("cpu")
 
 
@@ -120,13 +121,13 @@ def test_training_attacks_follow_their_rules():
     for method, step in (("fgsm", 0.1), ("fgsm-rs", 0.125), ("pgd", 0.05), ("mim", 0.05),
                          ("trades", 0.05), ("mart", 0.05)):
         s = dict(SETTINGS, ADV_TRAIN=method, ADV_EPS=0.1, ADV_STEPS=5, ADV_STEP_SIZE=0.0)
-        attack = vgg_training.make_attack(model, 10, s)
+        attack = training.make_attack(model, 10, s)
         torch.manual_seed(0)
         x_adv = attack(x, y)
         assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1, method
         assert model.training, method
         assert getattr(attack, "alpha", step) == pytest.approx(step), method
-    rs = vgg_training.make_attack(model, 10, dict(SETTINGS, ADV_TRAIN="fgsm-rs", ADV_EPS=0.1))
+    rs = training.make_attack(model, 10, dict(SETTINGS, ADV_TRAIN="fgsm-rs", ADV_EPS=0.1))
     torch.manual_seed(1)
     a = rs(x, y)
     torch.manual_seed(2)
@@ -135,10 +136,10 @@ def test_training_attacks_follow_their_rules():
 
 def test_clean_objective_is_the_phase_loss_alone():
     model, x, y, _ = net_and_batch()
-    criterion = vgg_training.phase_loss("pclc", 0.9, 0.3)
+    criterion = training.phase_loss("pclc", 0.9, 0.3)
     s = dict(SETTINGS, ADV_TRAIN="none", ALPHA=0.3, BETA=0.7, STRUCT_LAMBDA=2.5)
-    loss, logits, structure = vgg_training.train_step(
-        vgg_training.WithEmbedding(model), (x, y), criterion, None, None, s, nullcontext())
+    loss, logits, structure = training.train_step(
+        training.WithEmbedding(model), (x, y), criterion, None, None, s, nullcontext())
     assert structure is None and torch.allclose(logits, model(x))
     assert torch.allclose(loss, criterion(model(x), y))  # neither ALPHA nor lambda touch it
 
@@ -146,11 +147,11 @@ def test_clean_objective_is_the_phase_loss_alone():
 def test_phase_losses_use_margin_and_lc_weight():
     torch.manual_seed(1)
     z, y = torch.randn(32, 10) * 3, torch.randint(0, 10, (32,))
-    assert torch.allclose(vgg_training.phase_loss("pc", 0.5, 0.2)(z, y), pc_loss(z, y, xi=0.5))
+    assert torch.allclose(training.phase_loss("pc", 0.5, 0.2)(z, y), pc_loss(z, y, xi=0.5))
     assert not torch.allclose(pc_loss(z, y, xi=0.5), pc_loss(z, y, xi=0.995))
-    assert torch.allclose(vgg_training.phase_loss("pclc", 0.5, 0.2)(z, y),
+    assert torch.allclose(training.phase_loss("pclc", 0.5, 0.2)(z, y),
                           pc_loss(z, y, xi=0.5) + 0.2 * logit_constraint_loss(z, y))
-    assert torch.allclose(vgg_training.phase_loss("ce", 0.5, 0.2)(z, y), F.cross_entropy(z, y))
+    assert torch.allclose(training.phase_loss("ce", 0.5, 0.2)(z, y), F.cross_entropy(z, y))
 
 
 def test_probability_gap_by_hand():

@@ -118,10 +118,11 @@ def lenet_and_data():
 
 def train_step_cost(repeats, quick):
     import vgg_training
+    from robustlib import training
     model, train = lenet_and_data()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, y = train.batch(torch.arange(128))
-    losses = {name: vgg_training.phase_loss(name, vgg_training.MARGIN, vgg_training.LC_WEIGHT)
+    losses = {name: training.phase_loss(name, vgg_training.MARGIN, vgg_training.LC_WEIGHT)
               for name in ("ce", "pclc")}
     steps = 5 if quick else 30
 
@@ -158,19 +159,19 @@ def adv_batches(quick):
 def adv_trainer(model_name, s, batches, channels_last=True, cast=None):
     """(net, optimiser, go): a fresh `model_name` and go(), one adversarial-training pass of
     vgg_training.py's objective over `batches` (optimiser step included), under `cast` if given."""
-    import vgg_training
+    from robustlib import training
     from models import build_model
     model = build_model(model_name, 1, 28, 10)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net, opt = vgg_training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
-    attack, struct = vgg_training.make_attack(model, 10, s), vgg_training.structure_term(s)
-    cast = cast or vgg_training.nullcontext()
+    net, opt = training.WithEmbedding(model), torch.optim.SGD(model.parameters(), 0.01)
+    attack, struct = training.make_attack(model, 10, s), training.structure_term(s)
+    cast = cast or training.nullcontext()
 
     def go():
         for x, y in batches:
             opt.zero_grad()  # train_step runs the attack and the objective under `cast`
-            loss = vgg_training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
+            loss = training.train_step(net, (x, y), nn.CrossEntropyLoss(), attack, struct, s, cast)[0]
             loss.backward()
             opt.step()
     return net, opt, go
@@ -382,9 +383,10 @@ def pgd_run(ckpt, test, index, s, layout, threads=None, batch=None):
 def train_steps_run(ckpt, test, layout, quick):
     """A function that runs PC + LC training steps of LeNet-5 (batch 128) in a layout."""
     import vgg_training
+    from robustlib import training
     net = trained_lenet(ckpt).train().to(memory_format=_layout(layout))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
-    loss = vgg_training.phase_loss("pclc", vgg_training.MARGIN, vgg_training.LC_WEIGHT)
+    loss = training.phase_loss("pclc", vgg_training.MARGIN, vgg_training.LC_WEIGHT)
     x, y = test.batch(torch.arange(128))
     x = x.contiguous(memory_format=_layout(layout))
 
