@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 import adv_testing
+from robustlib import evaluation  # noqa: E402
 from robustlib import attacks
 from robustlib.checkpoints import load_checkpoint, model_from_checkpoint
 from robustlib.data import get_dataset
@@ -47,11 +48,11 @@ def test_fgsm_matches_hand_written(ckpt, model, test_set, tmp_path):
 
 def test_eps_zero_is_clean_and_worst_is_per_sample_minimum(model, test_set):
     index = torch.arange(len(test_set))
-    correct = adv_testing.run_attacks(model, test_set, index, ["fgsm", "mim", "pgd"], [0.0, 0.1],
+    correct = evaluation.run_attacks(model, test_set, index, ["fgsm", "mim", "pgd"], [0.0, 0.1],
                                       SETTINGS, "cpu")
     for name in ("fgsm", "mim", "pgd"):
         assert torch.equal(correct[(name, 0.0)], correct[("clean", 0.0)])
-    worst = adv_testing.worst_case(correct, [0.1])[("worst", 0.1)]
+    worst = evaluation.worst_case(correct, [0.1])[("worst", 0.1)]
     for name in ("clean", "fgsm", "mim", "pgd"):
         key = (name, 0.0 if name == "clean" else 0.1)
         assert not (worst & ~correct[key]).any()  # robust in worst => robust under each attack
@@ -76,7 +77,7 @@ def test_only_images_the_model_gets_right_are_attacked(model, test_set, monkeypa
 
     monkeypatch.setitem(attacks.ATTACKS, "fgsm", real._replace(build=build))
     index = torch.arange(len(test_set))
-    correct = adv_testing.run_attacks(model, test_set, index, ["fgsm"], [0.1], SETTINGS, "cpu")
+    correct = evaluation.run_attacks(model, test_set, index, ["fgsm"], [0.1], SETTINGS, "cpu")
     clean = correct[("clean", 0.0)]
     assert 0 < clean.sum() < len(index)  # some images are wrong to begin with
     assert all(seen[0::2]) and sum(seen[1::2]) == clean.sum()  # exactly the right ones are attacked
@@ -88,7 +89,7 @@ def test_memory_layout_does_not_change_results(model, test_set):
     acc = {}
     for layout in (True, False):
         s = dict(SETTINGS, CHANNELS_LAST=layout)
-        correct = adv_testing.run_attacks(model, test_set, index, ["fgsm", "pgd"], [0.1], s, "cpu")
+        correct = evaluation.run_attacks(model, test_set, index, ["fgsm", "pgd"], [0.1], s, "cpu")
         acc[layout] = {k: int(v.sum()) for k, v in correct.items()}
     for key in acc[True]:  # the same up to float rounding: at most 2 of 360 images differ
         assert abs(acc[True][key] - acc[False][key]) <= 2, (key, acc)
@@ -110,9 +111,9 @@ def test_masking_warning_fires_only_on_masked_model(model, test_set):
     s = dict(SETTINGS, SQUARE_QUERIES=300)
     verdicts = {}
     for name, net in (("plain", model), ("masked", Scaled(model))):
-        correct = adv_testing.run_attacks(net, test_set, index, ["fgsm", "pgd", "square"], [0.1], s, "cpu")
+        correct = evaluation.run_attacks(net, test_set, index, ["fgsm", "pgd", "square"], [0.1], s, "cpu")
         acc = {k: v.float().mean().item() for k, v in correct.items()}
-        verdicts[name] = [msg for ok, msg in adv_testing.sanity_checks(acc, len(index)) if ok is False]
+        verdicts[name] = [msg for ok, msg in evaluation.sanity_checks(acc, len(index)) if ok is False]
     masked = " ".join(verdicts["masked"])
     assert "gradients look masked; white-box figures overstate robustness" in masked
     assert not any("black-box" in m for m in verdicts["plain"]), verdicts["plain"]
@@ -121,7 +122,7 @@ def test_masking_warning_fires_only_on_masked_model(model, test_set):
 def test_sanity_checks_on_hand_made_numbers():
     acc = {("clean", 0.0): 0.9, ("fgsm", 0.1): 0.5, ("fgsm", 0.2): 0.6, ("pgd", 0.1): 0.55,
            ("pgd", 0.2): 0.3}
-    checks = adv_testing.sanity_checks(acc, 1000, 0.5, 0.3)
+    checks = evaluation.sanity_checks(acc, 1000, 0.5, 0.3)
     text = [msg for ok, msg in checks if ok is False]
     assert any("fgsm: 50.0% at eps 0.1 -> 60.0% at 0.2" in m for m in text)
     assert any("30.0% accuracy" in m and "WARNING" in m for m in text)
@@ -169,9 +170,9 @@ FAST_SETTINGS = dict(SETTINGS, APGD_STEPS=10, FAB_STEPS=10, SQUARE_QUERIES=300, 
 
 
 def test_suites_expand_as_documented():
-    assert adv_testing.expand(["released"]) == ["fgsm", "mim", "pgd", "spsa"]
-    assert adv_testing.expand(["autoattack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
-    assert adv_testing.expand(["pgd", "released", "square", "autoattack"]) == \
+    assert evaluation.expand(["released"]) == ["fgsm", "mim", "pgd", "spsa"]
+    assert evaluation.expand(["autoattack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert evaluation.expand(["pgd", "released", "square", "autoattack"]) == \
         ["pgd", "fgsm", "mim", "spsa", "square", "apgd-ce", "apgd-t", "fab-t"]
     assert adv_testing.ATTACKS == ["released", "autoattack"]  # the default: both, worst over all
 
@@ -202,11 +203,11 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
 
 def test_worst_never_above_any_attack_per_sample(model, test_set):
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(1))[:90]
-    names = adv_testing.expand(["released", "autoattack"])
-    correct = adv_testing.run_attacks(model, test_set, index, names, [0.05, 0.1], FAST_SETTINGS,
+    names = evaluation.expand(["released", "autoattack"])
+    correct = evaluation.run_attacks(model, test_set, index, names, [0.05, 0.1], FAST_SETTINGS,
                                       "cpu", n_strong=60)
-    worst = adv_testing.worst_case(correct, [0.05, 0.1])
-    aa = adv_testing.worst_case(correct, [0.05, 0.1], attacks.SUITES["autoattack"])
+    worst = evaluation.worst_case(correct, [0.05, 0.1])
+    aa = evaluation.worst_case(correct, [0.05, 0.1], attacks.SUITES["autoattack"])
     for eps in (0.05, 0.1):
         w = worst[("worst", eps)]
         assert len(w) == 60
@@ -225,13 +226,13 @@ def test_released_vs_autoattack_warning(model, test_set):
     index = torch.arange(150)
     verdicts = {}
     for name, net in (("plain", model), ("masked", Scaled(model))):
-        correct = adv_testing.run_attacks(net, test_set, index, adv_testing.expand(["released", "autoattack"]),
+        correct = evaluation.run_attacks(net, test_set, index, evaluation.expand(["released", "autoattack"]),
                                           [0.3], FAST_SETTINGS, "cpu")
         acc = {k: v.float().mean().item() for k, v in correct.items()}
         suites = {n: {e: v.float().mean().item() for (_, e), v in
-                      adv_testing.worst_case(correct, [0.3], members).items()}
+                      evaluation.worst_case(correct, [0.3], members).items()}
                   for n, members in attacks.SUITES.items()}
-        verdicts[name] = [msg for ok, msg in adv_testing.sanity_checks(acc, len(index), suites=suites)
+        verdicts[name] = [msg for ok, msg in evaluation.sanity_checks(acc, len(index), suites=suites)
                           if ok is False]
     masked = [m for m in verdicts["masked"] if "released attacks overstate" in m]
     assert masked and masked[0].startswith("WARNING the released attacks overstate robustness by ")
@@ -253,12 +254,13 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import adv_testing
-original = adv_testing.atomic_write
+from robustlib import evaluation
+original = evaluation.atomic_write
 def write_then_die(path, write):
     original(path, write)
     if path.endswith(".pt"):  # the first finished job is stored: die the hard way
         os.kill(os.getpid(), signal.SIGKILL)
-adv_testing.atomic_write = write_then_die
+evaluation.atomic_write = write_then_die
 sys.exit(adv_testing.main(sys.argv[1:]))
 """
 QUICK = ["--attacks=fgsm,pgd,square", "--eps=0.05,0.1", "--n=120", "--n_strong=60", "--square_queries=50"]
@@ -424,7 +426,7 @@ def test_command_line_and_run_attacks_are_one_path(ckpt, model, test_set, tmp_pa
     s = dict(SETTINGS, SQUARE_QUERIES=40, CHANNELS_LAST=True)
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))
     # run_attacks' index is the cheap attacks' images: the first N of the permutation
-    correct = adv_testing.run_attacks(model.to(memory_format=torch.channels_last), test_set, index[:120],
+    correct = evaluation.run_attacks(model.to(memory_format=torch.channels_last), test_set, index[:120],
                                       ["fgsm", "square"], [0.1], s, "cpu", n_strong=50)
     assert table.loc["fgsm", "accuracy"] == pytest.approx(correct[("fgsm", 0.1)].float().mean().item(), abs=1e-6)
     assert table.loc["square", "accuracy"] == pytest.approx(correct[("square", 0.1)].float().mean().item(), abs=1e-6)

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import adv_testing
+from robustlib import evaluation  # noqa: E402
 from robustlib import attacks
 from studies import make_figures
 import vgg_training
@@ -65,7 +66,7 @@ def test_training_evaluation_and_figures_build_from_the_registry(monkeypatch):
     model, x, y = tiny()
     seen = spy_on(monkeypatch, "pgd")
     training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="pgd", ADV_EPS=0.2, ADV_STEPS=5, ADV_STEP_SIZE=0.0))
-    adv_testing.build_attack("pgd", model, 0.2, 10, dict(EVAL, STEPS=5))
+    evaluation.build_attack("pgd", model, 0.2, 10, dict(EVAL, STEPS=5))
     make_figures.released("pgd", model, 0.2, 10)
     (e1, train), (e2, test), (e3, figure) = seen
     assert e1 == e2 == e3 == 0.2
@@ -74,7 +75,7 @@ def test_training_evaluation_and_figures_build_from_the_registry(monkeypatch):
     assert figure.step == pytest.approx(0.02) and figure.steps == 10      # the notebook's 10 steps
     seen_mim = spy_on(monkeypatch, "mim")
     training.make_attack(model, 10, dict(TRAIN, ADV_TRAIN="mim", ADV_DECAY=0.7))
-    adv_testing.build_attack("mim", model, 0.2, 10, EVAL)
+    evaluation.build_attack("mim", model, 0.2, 10, EVAL)
     assert [k.decay for _, k in seen_mim] == [0.7, 1.0]  # training's decay, the released evaluation's 1.0
 
 
@@ -96,4 +97,4 @@ def test_evaluation_does_not_offer_training_inner_attacks(tmp_path, capsys):
     for name in attacks.TRAINING_ONLY:
         assert run(adv_testing.main, ["x.pt", f"--attacks={name}", f"--out={tmp_path}/r.csv"]) == 2
         assert "is out of range" in capsys.readouterr().err
-    assert set(adv_testing.EVALUATION) | set(attacks.TRAINING_ONLY) == set(attacks.ATTACKS)
+    assert set(evaluation.EVALUATION) | set(attacks.TRAINING_ONLY) == set(attacks.ATTACKS)

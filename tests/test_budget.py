@@ -4,6 +4,7 @@ import pandas as pd
 import torch
 
 import adv_testing
+from robustlib import evaluation  # noqa: E402
 import vgg_training
 from robustlib.cli import parse_settings
 
@@ -11,7 +12,7 @@ DEFAULTS = adv_testing.settings_of(vars(adv_testing))
 
 
 def settings(*argv, **edits):
-    return parse_settings(dict(DEFAULTS, **edits), list(argv), adv_testing.BUDGETS, preset_key="BUDGET")[0]
+    return parse_settings(dict(DEFAULTS, **edits), list(argv), evaluation.BUDGETS, preset_key="BUDGET")[0]
 
 
 def test_budgets_set_the_reference_values():
@@ -20,10 +21,10 @@ def test_budgets_set_the_reference_values():
         (10, 10, 5000, "rescaled")
     assert (standard["APGD_STEPS"], standard["FAB_STEPS"], standard["SQUARE_QUERIES"],
             standard["SQUARE_SCHEDULE"]) == (100, 100, 5000, "reference")
-    assert adv_testing.budget_label(quick) == "quick" and adv_testing.budget_label(standard) == "standard"
+    assert evaluation.budget_label(quick) == "quick" and evaluation.budget_label(standard) == "standard"
     custom = settings("--apgd_steps=20", "--budget=standard")  # an explicit value wins, wherever it stands
     assert custom["APGD_STEPS"] == 20 and custom["FAB_STEPS"] == 100
-    assert adv_testing.budget_label(custom) == "custom"
+    assert evaluation.budget_label(custom) == "custom"
     assert settings(BUDGET="standard")["APGD_STEPS"] == 100  # editing the constant works too
     # the same rule for vgg_training's PRESET constant
     edited = parse_settings(dict(vgg_training.settings_of(vars(vgg_training)), PRESET="ssc-released"), [],
@@ -35,15 +36,15 @@ def test_attacks_are_built_with_the_budget():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100))
     for argv, steps, rescaled in (((), 10, True), (("--budget=standard",), 100, False)):
         s = settings(*argv)
-        square = adv_testing.build_attack("square", model, 0.1, 100, s)
-        apgdt = adv_testing.build_attack("apgd-t", model, 0.1, 100, s)
-        fab = adv_testing.build_attack("fab-t", model, 0.1, 100, s)
+        square = evaluation.build_attack("square", model, 0.1, 100, s)
+        apgdt = evaluation.build_attack("apgd-t", model, 0.1, 100, s)
+        fab = evaluation.build_attack("fab-t", model, 0.1, 100, s)
         assert square.rescale_schedule is rescaled and square.n_queries == 5000
         assert apgdt.steps == steps and fab.steps == steps
         assert apgdt.n_target_classes == 9 and fab.n_target_classes == 9  # also with 100 classes
     # p halves at the reference's query counts, not at twice the pace
     s = settings("--budget=standard")
-    square = adv_testing.build_attack("square", model, 0.1, 10, s)
+    square = evaluation.build_attack("square", model, 0.1, 10, s)
     assert [square.p_selection(i) for i in (10, 11, 50, 51, 4000, 4001)] == \
         [0.8, 0.4, 0.4, 0.2, 0.8 / 64, 0.8 / 128]
 

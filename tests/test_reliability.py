@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import adv_testing
+from robustlib import evaluation  # noqa: E402
 from robustlib import checkpoints
 import vgg_training
 from robustlib import training  # noqa: E402
@@ -128,14 +129,14 @@ def test_cache_knows_the_model_code(tmp_path):
 def test_code_digest_follows_the_project_models(tmp_path, monkeypatch):
     from models import build_model
     copy = tmp_path / "models"
-    shutil.copytree(adv_testing._MODELS_DIR, copy)
-    monkeypatch.setattr(adv_testing, "_MODELS_DIR", str(copy))
+    shutil.copytree(evaluation._MODELS_DIR, copy)
+    monkeypatch.setattr(evaluation, "_MODELS_DIR", str(copy))
     model = build_model("lenet5", 1, 28, 10)
-    before = adv_testing.code_digest(model)
-    assert adv_testing.code_digest(model) == before
+    before = evaluation.code_digest(model)
+    assert evaluation.code_digest(model) == before
     with open(copy / "lenet.py", "a") as f:
         f.write("\n# an edit\n")
-    assert adv_testing.code_digest(model) != before
+    assert evaluation.code_digest(model) != before
 
 
 def test_a_cache_entry_that_does_not_fit_is_recomputed(finished, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import adv_testing
+from robustlib import evaluation  # noqa: E402
 import vgg_training
 from robustlib import training  # noqa: E402
 from hard_margin_loss import pc_loss
@@ -176,7 +176,7 @@ def test_comparisons_sign_and_verdict():
     close = strong.clone()
     close[:2] = False                          # 2 disagreements: p = 0.5
     per_sample = {"A": {("worst", 0.1): strong}, "B": {("worst", 0.1): weak}, "C": {("worst", 0.1): close}}
-    text = adv_testing.comparisons(per_sample, ["A", "B", "C"])
+    text = evaluation.comparisons(per_sample, ["A", "B", "C"])
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| A") or line.startswith("| B")}
     assert "| +20.0 |" in rows["A - B"] and "beyond noise" in rows["A - B"]
     assert "| +2.0 |" in rows["A - C"] and "within noise" in rows["A - C"]
@@ -186,7 +186,7 @@ def test_comparisons_sign_and_verdict():
     assert text.startswith("\nWorst-case differences between checkpoints (same images; exact McNemar test, "
                            "beyond noise where p < 0.05):\n\n| pair | eps | difference (points) | p | verdict |\n"
                            "|---|---|---|---|---|\n| A - B |") and text.endswith(" |\n")
-    assert adv_testing.comparisons({"A": {}, "B": {}}, ["A", "B"]) == ""  # no worst case: no section
+    assert evaluation.comparisons({"A": {}, "B": {}}, ["A", "B"]) == ""  # no worst case: no section
 
 
 def test_wilson_by_hand():
@@ -204,7 +204,7 @@ def test_mcnemar_is_a_probability():
 
 
 def test_large_eps_check_sentences():
-    assert adv_testing._large_eps(0.5, 0.02) == (True, "PGD at eps 0.5 leaves 2.0% accuracy")  # 2 % still passes
-    assert adv_testing._large_eps(0.5, 0.0) == (True, "PGD at eps 0.5 leaves 0.0% accuracy")
-    assert adv_testing._large_eps(0.5, 0.03) == (
+    assert evaluation._large_eps(0.5, 0.02) == (True, "PGD at eps 0.5 leaves 2.0% accuracy")  # 2 % still passes
+    assert evaluation._large_eps(0.5, 0.0) == (True, "PGD at eps 0.5 leaves 0.0% accuracy")
+    assert evaluation._large_eps(0.5, 0.03) == (
         False, "PGD at eps 0.5 leaves 3.0% accuracy -- WARNING: it should reach about 0; gradients may be masked")

@@ -366,7 +366,7 @@ def _layout(channels_last):
 def pgd_run(ckpt, test, index, s, layout, threads=None, batch=None):
     """A function that runs adv_testing's PGD-10 at eps 0.1 on `index` in a layout, with a number
     of threads and a BATCH_SIZE."""
-    import adv_testing
+    from robustlib import evaluation
     settings = dict(s, CHANNELS_LAST=layout, BATCH_SIZE=batch or s["BATCH_SIZE"])
     net = trained_lenet(ckpt).to(memory_format=_layout(layout))
 
@@ -374,7 +374,7 @@ def pgd_run(ckpt, test, index, s, layout, threads=None, batch=None):
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
-            adv_testing.run_attacks(net, test, index, ["pgd"], [0.1], settings, "cpu")
+            evaluation.run_attacks(net, test, index, ["pgd"], [0.1], settings, "cpu")
         finally:
             torch.set_num_threads(before)
     return go
@@ -443,23 +443,24 @@ def suite_cost(repeats, quick, ckpt):
     """adv_testing.py's default suite (one eps) against a bare loop that calls the same
     torchattacks constructors on every image in the default layout and scores the result."""
     import adv_testing
+    from robustlib import evaluation
     from robustlib.data import get_dataset
     test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
     n, eps = (40, 0.05) if quick else (200, 0.05)
     s = dict(adv_testing.settings_of(vars(adv_testing)), CHANNELS_LAST=True)  # as main() sets it
     if quick:
         s.update(SQUARE_QUERIES=100)
-    attacks = adv_testing.expand(s["ATTACKS"])
+    attacks = evaluation.expand(s["ATTACKS"])
     index = torch.arange(n)
     plain_model = trained_lenet(ckpt)
     fast_model = trained_lenet(ckpt).to(memory_format=torch.channels_last)
 
     def ours():
-        adv_testing.run_attacks(fast_model, test, index, attacks, [eps], s, "cpu")
+        evaluation.run_attacks(fast_model, test, index, attacks, [eps], s, "cpu")
 
     def bare():
         for name in attacks:
-            attack = adv_testing.build_attack(name, plain_model, eps, test.num_classes, s)
+            attack = evaluation.build_attack(name, plain_model, eps, test.num_classes, s)
             for number, chunk in enumerate(index.split(s["BATCH_SIZE"])):
                 torch.manual_seed(number)
                 x, y = test.batch(chunk)
