@@ -449,7 +449,9 @@ def baselines_section(res, total_s):
     t, _ = runs_table(res)
     tops = {b: runs_table(os.path.join(res, f"on-{b}")) for b in BASES if os.path.isdir(os.path.join(res, f"on-{b}"))}
     tops = {b: top for b, top in tops.items() if top[0] is not None}
-    found = [x for x in [t] + [top[0] for top in tops.values()] if x is not None]
+    # a checkpoint in several tables counts once; the on-top tables first, since a base rerun there
+    # (FGSM-RS with the released step) is newer than RES's own table (CLAMPED-START.md)
+    found = [x for x in [top[0] for top in tops.values()] + [t] if x is not None]
     if not found:
         raise UserError(f"{res} holds no *.csv: run baselines.sh first")
     every = pd.concat(found).drop_duplicates(["checkpoint", "attack", "eps"])

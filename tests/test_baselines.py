@@ -170,3 +170,16 @@ def test_gpu_script_end_to_end_on_digits(root, tmp_path):
     assert len(pd.read_csv(res / "training/pgd-at-seed-0.log.csv")) == 1
     assert "--adv_steps=1" in (res / "training/pgd-at-seed-0.command.txt").read_text()
     assert "### On top of pgd-at" in (res / "summary.md").read_text()
+
+
+def test_a_base_rerun_on_top_wins_over_the_older_table(tables):
+    """The same checkpoint name in RES/baselines.csv (an older run) and in RES/on-fgsm-rs/ (its rerun):
+    the summary's baselines table takes the on-top table's rows."""
+    top = tables / "on-fgsm-rs"
+    top.mkdir()
+    for seed in (0, 1):
+        pd.DataFrame(rows(f"fgsm-rs-seed-{seed}/final", 0.98, {0.3: 0.80}) + rows(f"pclc-seed-{seed}/final", 0.9, {0.3: 0.5})
+                     ).to_csv(top / f"seed-{seed}.csv", index=False)
+        (top / f"seed-{seed}.md").write_text(f"| fgsm-rs-seed-{seed}/final - pclc-seed-{seed}/final | 0.3 | +30.0 | 0.001 | x |\n")
+    text = report.baselines_section(str(tables), 60.0)
+    assert "| fgsm-rs | 2 | 98.0 ± 0.0 | 80.0 ± 0.0 |" in text  # not baselines.csv's 70.0 for seed 0
