@@ -360,6 +360,8 @@ def baselines_table(t, eps_grid):
             continue
         def cell(attack, eps=None):
             rows = part[(part.attack == attack) & ((part.eps - eps).abs() < 1e-9 if eps is not None else True)]
+            if rows.empty:  # not attacked at that eps
+                return "-"
             one = rows.iloc[0]
             return mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))
         lines.append(f"| {method} | {part.seed.nunique()} | {cell('clean')} | "
@@ -449,9 +451,13 @@ def baselines_section(res, total_s):
     t, _ = runs_table(res)
     tops = {b: runs_table(os.path.join(res, f"on-{b}")) for b in BASES if os.path.isdir(os.path.join(res, f"on-{b}"))}
     tops = {b: top for b, top in tops.items() if top[0] is not None}
-    # a checkpoint in several tables counts once; the on-top tables first, since a base rerun there
-    # (FGSM-RS with the released step) is newer than RES's own table (CLAMPED-START.md)
-    found = [x for x in [top[0] for top in tops.values()] + [t] if x is not None]
+    # a checkpoint in several tables counts once, and whole: a base rerun in an on-top table (FGSM-RS
+    # with the released step) replaces every row of the older run of that name in RES's own table
+    # (CLAMPED-START.md), at the eps the rerun lacks too (the budget check keeps RES's table: its
+    # quick-budget rows were made on those older runs)
+    newer = [top[0] for top in tops.values()]
+    older = t[~t.checkpoint.isin(pd.concat(newer).checkpoint)] if t is not None and newer else t
+    found = newer + ([older] if older is not None else [])
     if not found:
         raise UserError(f"{res} holds no *.csv: run baselines.sh first")
     every = pd.concat(found).drop_duplicates(["checkpoint", "attack", "eps"])

@@ -181,5 +181,10 @@ def test_a_base_rerun_on_top_wins_over_the_older_table(tables):
         pd.DataFrame(rows(f"fgsm-rs-seed-{seed}/final", 0.98, {0.3: 0.80}) + rows(f"pclc-seed-{seed}/final", 0.9, {0.3: 0.5})
                      ).to_csv(top / f"seed-{seed}.csv", index=False)
         (top / f"seed-{seed}.md").write_text(f"| fgsm-rs-seed-{seed}/final - pclc-seed-{seed}/final | 0.3 | +30.0 | 0.001 | x |\n")
+    older = pd.read_csv(tables / "baselines.csv")  # the older run also has eps 0.1, which the rerun lacks
+    eps_01 = rows("fgsm-rs-seed-0/final", 0.97, {0.1: 0.9})[1:] + rows("pgd-at/final", 0.98, {0.1: 0.85})[1:]
+    pd.concat([older, pd.DataFrame(eps_01)]).to_csv(tables / "baselines.csv", index=False)
     text = report.baselines_section(str(tables), 60.0)
-    assert "| fgsm-rs | 2 | 98.0 ± 0.0 | 80.0 ± 0.0 |" in text  # not baselines.csv's 70.0 for seed 0
+    # not baselines.csv's 70.0 for seed 0 at eps 0.3, nor its 90.0 at eps 0.1: the older run is gone whole
+    assert "| fgsm-rs | 2 | 98.0 ± 0.0 | - | 80.0 ± 0.0 |" in text
+    assert "| pgd-at | 1 | 98.0 [97.0, 99.0] | 85.0 [80.0, 90.0] | 80.0 [75.0, 85.0] |" in text
