@@ -400,15 +400,9 @@ def code_digest(model, extra_files=()):
     return h.hexdigest()
 
 
-def load_model(path, s):
-    """Loaded(model, dataset name, fingerprint, data dir) for a file: a checkpoint of this project,
-    or a plain state_dict with --model (a project architecture) or --arch (your class), and
-    --dataset. The fingerprint (the bytes of the weights, the model's code, --arch and its
-    arguments) keys the cache. Flags that contradict the checkpoint and weights that are not
-    finite are one-line errors."""
-    state = read_weights_file(path)
-    meta = state.get("meta") if is_project_checkpoint(state) else None
-    weights = state["model"] if meta else state
+def check_weights(path, weights, meta, s):
+    """One-line errors for a file that holds no tensors, flags that contradict its checkpoint, and
+    weights that are not finite."""
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise UserError(f"{path}: neither a checkpoint of this project nor a state_dict of tensors")
     for flag, key in (("DATASET", "dataset"), ("MODEL", "model")):
@@ -419,6 +413,18 @@ def load_model(path, s):
     if bad:
         raise UserError(f"{path}: its weights are not finite ({len(bad)} of {len(weights)} tensors hold "
                         f"NaN or inf, first {bad[0]}): refusing to evaluate it")
+
+
+def load_model(path, s):
+    """Loaded(model, dataset name, fingerprint, data dir) for a file: a checkpoint of this project,
+    or a plain state_dict with --model (a project architecture) or --arch (your class), and
+    --dataset. The fingerprint (the bytes of the weights, the model's code, --arch and its
+    arguments) keys the cache. Flags that contradict the checkpoint and weights that are not
+    finite are one-line errors."""
+    state = read_weights_file(path)
+    meta = state.get("meta") if is_project_checkpoint(state) else None
+    weights = state["model"] if meta else state
+    check_weights(path, weights, meta, s)
     dataset = (meta or {}).get("dataset") or s["DATASET"]
     if not dataset:
         raise UserError(f"{path} does not name its dataset: add --dataset=NAME")

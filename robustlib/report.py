@@ -483,65 +483,74 @@ def baselines_section(res, total_s):
         "|---|---|---|---|", *times, ""])
 
 
-def main(argv):
-    usage = ("usage: python -m robustlib.report reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
-             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RES TOTAL_S")
-    counts = {"reproduce": 6, "best-lambda": 1, "study": 4, "ssc-points": 5, "baselines": 2}
-    timings = {"reproduce": slice(4, 6), "study": slice(3, 4), "ssc-points": slice(3, 4), "baselines": slice(1, 2)}
-    if not argv or argv[0] not in counts or len(argv) != counts[argv[0]] + 1:
-        raise UserError(usage)
-    command, args = argv[0], argv[1:]
-    if command == "best-lambda":
-        print(best_lambda(args[0]))
-        return 0
-    try:
-        seconds = [float(a) for a in args[timings[command]]]
-    except ValueError:
-        raise UserError(usage) from None
-    if command == "ssc-points":
-        runs, res, figure = args[:3]
-        points = ssc_points(runs, res)
-        atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
-        plot_points(points, figure)
-        table = points_table(points)
-        text = (f"Made by `bash studies/study_mnist.sh` ({seconds[0] / 60:.1f} min; 0 when everything was done). "
-                f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
-                f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
-        atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
-        timing = dict(sweep_timing(runs, res), last_invocation_s=seconds[0], points=len(points),
-                      cores=os.cpu_count(), grid=args[4], date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
-        atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
-        results = results_beside(res)
-        write_section(results, "mnist-ssc-protocol", "\n".join([
-            "## The title paper's MNIST figure in its own protocol (`bash studies/study_mnist.sh`)", "", text,
-            f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
-        print(table)
-        print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")
-        return 0
-    if command == "baselines":
-        res = args[0]
-        text = baselines_section(res, seconds[0])
-        atomic_write(os.path.join(res, "summary.md"), lambda f: f.write(text.encode()))
-        results = results_beside(res)
-        write_section(results, "mnist-baselines", text)
-        print(text)
-        print(f"written: {res}/summary.md, {results} (its section)")
-        return 0
-    if command == "reproduce":
-        dataset, runs, res, out = args[:4]
-        if dataset not in REPRO_RUNS:
-            raise UserError(f"dataset {dataset} is out of range: reproduce.sh runs {', '.join(REPRO_RUNS)}")
-        text, summary = reproduce_section(dataset, runs, res, out, *seconds)
-        write_section(os.path.join(out, "RESULTS.md"), f"reproduce-{dataset}", text)
-        print(summary)
-        print(f"written: {os.path.join(out, 'RESULTS.md')} (the {dataset} section)")
-        return 0
+def ssc_points_command(args, seconds):
+    runs, res, figure = args[:3]
+    points = ssc_points(runs, res)
+    atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
+    plot_points(points, figure)
+    table = points_table(points)
+    text = (f"Made by `bash studies/study_mnist.sh` ({seconds[0] / 60:.1f} min; 0 when everything was done). "
+            f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
+            f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
+    atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
+    timing = dict(sweep_timing(runs, res), last_invocation_s=seconds[0], points=len(points),
+                  cores=os.cpu_count(), grid=args[4], date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
+    atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
+    results = results_beside(res)
+    write_section(results, "mnist-ssc-protocol", "\n".join([
+        "## The title paper's MNIST figure in its own protocol (`bash studies/study_mnist.sh`)", "", text,
+        f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
+    print(table)
+    print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")
+
+
+def baselines_command(args, seconds):
+    res = args[0]
+    text = baselines_section(res, seconds[0])
+    atomic_write(os.path.join(res, "summary.md"), lambda f: f.write(text.encode()))
+    results = results_beside(res)
+    write_section(results, "mnist-baselines", text)
+    print(text)
+    print(f"written: {res}/summary.md, {results} (its section)")
+
+
+def reproduce_command(args, seconds):
+    dataset, runs, res, out = args[:4]
+    if dataset not in REPRO_RUNS:
+        raise UserError(f"dataset {dataset} is out of range: reproduce.sh runs {', '.join(REPRO_RUNS)}")
+    text, summary = reproduce_section(dataset, runs, res, out, *seconds)
+    write_section(os.path.join(out, "RESULTS.md"), f"reproduce-{dataset}", text)
+    print(summary)
+    print(f"written: {os.path.join(out, 'RESULTS.md')} (the {dataset} section)")
+
+
+def study_command(args, seconds):
     runs, res, best = args[:3]
     text, table = study_section(runs, res, best, seconds[0], "Figures/fashion-mnist-ssc-lambda-study.png")
     atomic_write(os.path.join(res, "study.md"), lambda f: f.write(text.encode()))
     write_section("RESULTS.md", "study", text)
     print("\n".join(table))
     print(f"written: {res}/study.md, Figures/fashion-mnist-ssc-lambda-study.png, RESULTS.md (study section)")
+
+
+# command: (its function, how many arguments, which of them are seconds)
+COMMANDS = {"reproduce": (reproduce_command, 6, slice(4, 6)), "study": (study_command, 4, slice(3, 4)),
+            "ssc-points": (ssc_points_command, 5, slice(3, 4)), "baselines": (baselines_command, 2, slice(1, 2)),
+            "best-lambda": (lambda args, seconds: print(best_lambda(args[0])), 1, slice(0, 0))}
+
+
+def main(argv):
+    usage = ("usage: python -m robustlib.report reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
+             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RES TOTAL_S")
+    if not argv or argv[0] not in COMMANDS or len(argv) != COMMANDS[argv[0]][1] + 1:
+        raise UserError(usage)
+    command, _, timing = COMMANDS[argv[0]]
+    args = argv[1:]
+    try:
+        seconds = [float(a) for a in args[timing]]
+    except ValueError:
+        raise UserError(usage) from None
+    command(args, seconds)
     return 0
 
 

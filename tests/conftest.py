@@ -9,6 +9,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: seconds or more each (scripts end to end, subprocesses, "
+                                       "trainings); `pytest -m \"not slow\" tests` is the fast loop")
+
+
 @pytest.fixture(scope="session")
 def root():
     return ROOT

@@ -26,6 +26,7 @@ def test_set():
     return get_dataset("digits", False)
 
 
+@pytest.mark.slow
 def test_fgsm_matches_hand_written(ckpt, model, test_set, tmp_path):
     out = tmp_path / "r.csv"
     assert adv_testing.main([ckpt, "--attacks=fgsm", "--eps=0.1", f"--out={out}"]) == 0
@@ -46,6 +47,7 @@ def test_fgsm_matches_hand_written(ckpt, model, test_set, tmp_path):
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_eps_zero_is_clean_and_worst_is_per_sample_minimum(model, test_set):
     index = torch.arange(len(test_set))
     correct = evaluation.run_attacks(model, test_set, index, ["fgsm", "mim", "pgd"], [0.0, 0.1],
@@ -106,6 +108,7 @@ class Scaled(torch.nn.Module):
         return self.model(x) * 1e4
 
 
+@pytest.mark.slow
 def test_masking_warning_fires_only_on_masked_model(model, test_set):
     index = torch.arange(200)
     s = dict(SETTINGS, SQUARE_QUERIES=300)
@@ -177,6 +180,7 @@ def test_suites_expand_as_documented():
     assert adv_testing.ATTACKS == ["released", "autoattack"]  # the default: both, worst over all
 
 
+@pytest.mark.slow
 def test_default_suite_worst_and_intervals(ckpt, tmp_path):
     out = tmp_path / "r.csv"
     assert adv_testing.main([ckpt, "--eps=0.1", "--n=120", "--n_strong=80", f"--out={out}", *FAST]) == 0
@@ -201,6 +205,7 @@ def test_default_suite_worst_and_intervals(ckpt, tmp_path):
     assert "| **worst** | 0.1 | 80 |" in text and "released-vs-AutoAttack" not in text
 
 
+@pytest.mark.slow
 def test_worst_never_above_any_attack_per_sample(model, test_set):
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(1))[:90]
     names = evaluation.expand(["released", "autoattack"])
@@ -217,6 +222,7 @@ def test_worst_never_above_any_attack_per_sample(model, test_set):
         assert w.sum() <= aa[("worst", eps)].sum()
 
 
+@pytest.mark.slow
 def test_released_vs_autoattack_warning(model, test_set):
     """A model whose logits are multiplied by 1e4 after a saturating layer: CE gradients vanish,
     so the released attacks (CE-based) fail while AutoAttack (DLR loss, Square) does not. At eps
@@ -270,6 +276,7 @@ def computed(log_text):
     return sum("computed in" in line for line in log_text.splitlines())
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_identical_csv(ckpt, tmp_path, root):
     import signal
     import subprocess
@@ -316,6 +323,7 @@ class MyLeNet(nn.Module):  # the released models return (logits, features)
 """
 
 
+@pytest.mark.slow
 def test_plain_state_dict_and_own_class_match_checkpoint(ckpt, tmp_path):
     state = load_checkpoint(ckpt)
     torch.save({f"module.{k}": v for k, v in state["model"].items()}, tmp_path / "plain.pth")  # DataParallel style
@@ -401,6 +409,7 @@ def test_foreign_file_errors(ckpt, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(ckpt, tmp_path, root):
     import subprocess
     import sys

@@ -159,6 +159,7 @@ def test_bad_input_is_one_value_error(call, words):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_copy_alone(tmp_path, root):
     shutil.copy(os.path.join(root, "adversarial_baselines.py"), tmp_path)
     code = ("import sys, torch, adversarial_baselines as ab; "

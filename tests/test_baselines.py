@@ -16,6 +16,7 @@ def baselines(root, out, **extra):
     return run_script("studies/baselines.sh", dict(ENV, BASELINES_OUT=str(out), **extra))
 
 
+@pytest.mark.slow
 def test_tiny_baselines_and_rerun(root, tmp_path):
     first = baselines(root, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -149,6 +150,7 @@ def test_training_table_comes_from_the_records_beside_the_tables(tables):
     assert "**Read first (CLAMPED-START.md):** The rows here are an ablation.\n" in report.baselines_section(str(tables), 60.0)
 
 
+@pytest.mark.slow
 def test_gpu_script_end_to_end_on_digits(root, tmp_path):
     """gpu.sh on the CPU at a tiny size: the probe, the sized training of every run at once, the
     archives (checkpoints and records), the attacks and the report: the lent GPU's code path."""

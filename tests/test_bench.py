@@ -17,6 +17,7 @@ NOT_IN_QUICK = {"memory_gpu_mib", "gpu_bf16_channels_last",  # these need a GPU
                 "sweep_minutes", "sweep_points_per_cpu_hour"}  # read from study_mnist.sh's record, if any
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_every_figure(tmp_path, root):
     if not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"):
         pytest.skip("apt-get install dataset-fashion-mnist to run the benchmark")

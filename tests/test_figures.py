@@ -43,6 +43,7 @@ def checkpoints(tmp_path_factory):
     return str(out / "ce_warmup.pt"), str(out / "final.pt")
 
 
+@pytest.mark.slow
 def test_every_figure_is_written(checkpoints, tmp_path):
     ce, pc = checkpoints
     args = [f"--ce={ce}", f"--pc={pc}", f"--out_dir={tmp_path}", "--n_motivation=100", "--n_tsne=80",

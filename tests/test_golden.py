@@ -60,6 +60,7 @@ def produced(tmp_path_factory):
     return produce(tmp_path_factory.mktemp("golden"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["train", "trades"])
 def test_training_log_unchanged(produced, name):
     want, got = pd.read_csv(golden(name)), produced[name]

@@ -167,6 +167,7 @@ def test_cuda_matches_cpu(dtype):
         assert torch.allclose(got, fn(z, y), atol=2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("filename,expr", [
     ("hard_margin_loss.py", "hard_margin_loss.PCLoss(0.995)"),
     ("margin_loss_soft_logit.py", "margin_loss_soft_logit.LogitConstraintLoss()"),
@@ -199,6 +200,7 @@ print("ok", before.item(), after.item())
     assert out.stdout.startswith("ok")
 
 
+@pytest.mark.slow
 def test_released_notebook_loss_lines_run_unchanged(tmp_path):
     """The released notebook's exact lines (imports, constructors, the objective), run on the two
     files alone, against the PC and LC formulas (README: the losses) written out here."""

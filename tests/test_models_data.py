@@ -12,6 +12,7 @@ from models import MODEL_NAMES, build_model
 SHAPES = [(1, 28, 10), (3, 32, 100), (3, 64, 200)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_every_shape(name):
     for channels, size, classes in SHAPES:

@@ -418,6 +418,7 @@ def released_fgsm_rs_run(seed, images, labels, epochs, batch, eps, alpha, lr_max
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shuffle,equal", [("loader", True), ("sampler", False)])
 def test_fgsm_rs_run_from_its_seed_is_the_released_run(tmp_path, shuffle, equal):
     """vgg_training.py end to end (--preset=fgsm-rs-mnist on digits, 2 epochs, batch 100) against the

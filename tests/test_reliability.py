@@ -58,6 +58,7 @@ def evaluate(*args):
 
 # ---- 1. the evaluation cache: keyed by everything a result depends on ----------------------------
 
+@pytest.mark.slow
 def test_cache_knows_the_dataset(plain, tmp_path):
     out = tmp_path / "r.csv"
     evaluate(plain, "--model=lenet5", "--dataset=digits", *ATTACK, f"--out={out}")

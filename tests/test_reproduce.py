@@ -3,6 +3,7 @@ attack budgets): every run trained and attacked, its figures and its RESULTS.md 
 a rerun trains nothing again."""
 
 import pandas as pd
+import pytest
 
 from conftest import run_script
 
@@ -13,6 +14,7 @@ ENV = dict(DATASETS="digits", EXTRA="--warmup_epochs=1 --epochs=1 --lr=0.01",
 def reproduce(root, out, **extra):
     return run_script("studies/reproduce.sh", dict(ENV, REPRO_OUT=str(out), **extra))
 
+@pytest.mark.slow
 def test_digits_reproduction_and_its_rerun(root, tmp_path):
     first = reproduce(root, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]

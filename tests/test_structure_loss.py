@@ -149,6 +149,7 @@ def test_empty_batch():
     assert spatial_structure_loss(torch.zeros(0, 3), torch.zeros(0, 3)).item() == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("filename,call", [
     ("spatial_structure_loss.py", "spatial_structure_loss.SpatialStructureLoss('cosine')(a, b)"),
     ("representation_consistency_loss.py",

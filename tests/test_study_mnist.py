@@ -18,6 +18,7 @@ def sweep(root, out, **extra):
     return run_script("studies/study_mnist.sh", dict(ENV, SWEEP_OUT=str(out), **extra))
 
 
+@pytest.mark.slow
 def test_tiny_sweep_and_its_rerun(root, tmp_path):
     first = sweep(root, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]

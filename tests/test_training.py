@@ -101,6 +101,7 @@ sys.exit(vgg_training.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [12, 17, 28, 41])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, root, pclc_run, kill_at):
     """11 batches an epoch: call 12 is the first batch of epoch 2 (stopped right after epoch 1),
@@ -210,6 +211,7 @@ def test_adversarial_training_with_structure_term(tmp_path):
     assert load_checkpoint(str(out / "final.pt"))["meta"]["settings"]["STRUCT_LAMBDA"] == 100.0
 
 
+@pytest.mark.slow
 def test_struct_in_warmup_false_keeps_the_term_out_of_the_warmup_only(tmp_path):
     """--struct_in_warmup=false: the warm-up is plain adversarial CE (the same weights as lambda 0),
     the main phase has the term (other weights than lambda 0); true (the default): both phases."""
@@ -222,6 +224,7 @@ def test_struct_in_warmup_false_keeps_the_term_out_of_the_warmup_only(tmp_path):
     assert not same(weights(both / "ce_warmup.pt"), weights(plain / "ce_warmup.pt"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path, root):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -282,8 +285,9 @@ def test_released_presets(tmp_path):
     assert lams == [0, 10, 50, 100, 300, 500, 1000]
 
 
-@pytest.mark.parametrize("preset", [p for p in vgg_training.PRESETS if p.startswith(("ssc-", "rcc-"))
-                                    or p.endswith("-mnist")])
+@pytest.mark.parametrize("preset", [
+    pytest.param(p, marks=pytest.mark.slow) if p in ("trades-mnist", "mart-mnist", "pgd-at-mnist", "pgd-at-wong-mnist") else p
+    for p in vgg_training.PRESETS if p.startswith(("ssc-", "rcc-")) or p.endswith("-mnist")])
 def test_each_preset_one_epoch_on_digits(tmp_path, preset):
     out = tmp_path / preset
     assert vgg_training.main([f"--preset={preset}", "--dataset=digits", "--epochs=1", "--warmup_epochs=0",

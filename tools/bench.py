@@ -606,12 +606,18 @@ def main(argv):
         figures.update(fn())
         print(f"{time.perf_counter() - start:.0f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    write_figures(figures, s["OUT"], quick, repeats)
+    return 0
+
+
+def write_figures(figures, out, quick, repeats):
+    """OUT: the figures and the machine they were measured on (JSON), and one line per figure."""
     info = dict(quick=quick, repeats=repeats, torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 date=time.strftime("%Y-%m-%d %H:%M"))
-    os.makedirs(os.path.dirname(os.path.abspath(s["OUT"])), exist_ok=True)
-    with open(s["OUT"], "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(dict(machine=info, figures=figures), f, indent=2)
     print(f"\n{'figure':26s} {'value':>9s} {'target':>9s}  verdict  spread")
     for name, fig in figures.items():
@@ -620,8 +626,7 @@ def main(argv):
         verdict = {True: "ok", False: "MISS", None: "-"}[fig["met"]]
         spread = "" if "spread" not in fig else f"{fig['spread'][0]:.3f}..{fig['spread'][1]:.3f}"
         print(f"{name:26s} {value:>9s} {target:>9s}  {verdict:7s}  {spread}   {fig['what']}")
-    print(f"\nwritten: {s['OUT']}")
-    return 0
+    print(f"\nwritten: {out}")
 
 
 if __name__ == "__main__":
