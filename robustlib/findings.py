@@ -1,0 +1,149 @@
+"""README.md's findings table, written from the committed tables under results/ and nothing else:
+
+    python -m robustlib.findings          # rewrites the table between README's findings markers
+
+A finding is one entry of FINDINGS: a method's checkpoint against a reference checkpoint, at one
+eps, in the adv_testing tables `table` (one per seed: `{seed}` in the names). Its row shows what the
+released attacks say (the `released` row of the tables), what the strongest evaluation says (`worst`:
+every attack of the default suite, AutoAttack included, on the same images), their difference with
+the exact McNemar p of adv_testing's comparison (per seed), the evidence (n, seeds, intervals) and
+the page that discusses it. tests/test_findings.py fails when README's table and this disagree.
+"""
+import os
+import re
+import sys
+
+from .checkpoints import atomic_write
+from .errors import UserError, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = (0, 1, 2)
+_REPRO, _BASE = "results/{}-lenet5/robustness", "results/mnist-baselines"
+FINDINGS = [
+    dict(claim="PC + LC vs CE, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
+         method="pclc/final", reference="ce/final", eps=0.02, page="docs/reproduction.md"),
+    dict(claim="PC + LC vs CE, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
+         method="pclc/final", reference="ce/final", eps=0.05, page="docs/reproduction.md"),
+    dict(claim="PC + LC vs CE, MNIST", table=_REPRO.format("mnist"),
+         method="pclc/final", reference="ce/final", eps=0.1, page="docs/reproduction.md"),
+    dict(claim="SSC (lambda 100) + PGD-AT vs PGD-AT, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
+         method="adv-struct/final", reference="adv/final", eps=0.1, page="docs/reproduction.md"),
+    dict(claim="PC + LC on top of PGD-AT vs the control, MNIST", table=_BASE + "/on-pgd-at/seed-{seed}",
+         seeds=SEEDS, method="pclc-seed-{seed}/final", reference="split-seed-{seed}/final", eps=0.3,
+         page="docs/baselines.md"),
+    dict(claim="SSC (lambda 300) on top of PGD-AT vs the control, MNIST", table=_BASE + "/on-pgd-at/seed-{seed}",
+         seeds=SEEDS, method="ssc-seed-{seed}/final", reference="split-seed-{seed}/final", eps=0.3,
+         page="docs/baselines.md"),
+    dict(claim="PC + LC on top of FGSM-RS vs FGSM-RS, MNIST", table=_BASE + "/on-fgsm-rs/seed-{seed}",
+         seeds=SEEDS, method="pclc-seed-{seed}/final", reference="fgsm-rs-seed-{seed}/final", eps=0.3,
+         page="docs/baselines.md"),
+    dict(claim="SSC (lambda 300) on top of FGSM-RS vs FGSM-RS, MNIST", table=_BASE + "/on-fgsm-rs/seed-{seed}",
+         seeds=SEEDS, method="ssc-seed-{seed}/final", reference="fgsm-rs-seed-{seed}/final", eps=0.3,
+         page="docs/baselines.md"),
+    dict(claim="FGSM-RS trained here, as released (released attack: PGD-50 x 10)", table=_BASE + "/fgsm-rs/seeds-0-2",
+         seeds=SEEDS, method="fgsm-rs-seed-{seed}/final", reference=None, released="pgd-50x10", eps=0.3,
+         page="docs/baselines.md"),
+    dict(claim="FGSM-RS, fast_adversarial's released model (released attack: PGD-50 x 10)",
+         table=_BASE + "/released-models/fast-adversarial", method="fa/fgsm", reference=None,
+         released="pgd-50x10", eps=0.3, page="docs/baselines.md"),
+]
+_PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
+HEADER = ["| finding | eps | released attacks (%) | worst case (%) | difference (points) | n, seeds | page |",
+          "|---|---|---|---|---|---|---|"]
+
+
+def read_table(root, name):
+    """(rows of NAME.csv, McNemar lines of NAME.md) of an adv_testing table."""
+    import pandas as pd
+    path = os.path.join(root, name)
+    for ext in (".csv", ".md"):
+        if not os.path.exists(path + ext):
+            raise UserError(f"{path}{ext} is missing: run the command of the finding's page first")
+    with open(path + ".md") as f:
+        return pd.read_csv(path + ".csv"), [m.groups() for m in map(_PAIR.match, f) if m]
+
+
+def value(t, checkpoint, attack, eps, where):
+    rows = t[(t.checkpoint == checkpoint) & (t.attack == attack) & ((t.eps - eps).abs() < 1e-9)]
+    if rows.empty:
+        raise UserError(f"{where}.csv has no row {attack} at eps {eps:g} of {checkpoint}")
+    return rows.iloc[0]
+
+
+def p_value(pairs, a, b, eps, where):
+    """The exact McNemar p of adv_testing's comparison of a and b at eps (either order)."""
+    for x, y, e, _, p in pairs:
+        if {x, y} == {a, b} and abs(float(e) - eps) < 1e-9:
+            return float(p)
+    raise UserError(f"{where}.md compares {a} with {b} nowhere at eps {eps:g}: attack them together")
+
+
+def cell(rows, interval):
+    """One value: 'v [lo, hi]' (interval asked) or 'v'; several: 'mean ± sd'."""
+    values = [100 * r.accuracy for r in rows]
+    if len(values) == 1:
+        r = rows[0]
+        return f"{values[0]:.1f}" + (f" [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" if interval else "")
+    m = sum(values) / len(values)
+    return f"{m:.1f} ± {(sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5:.1f}"
+
+
+def row(f, root=ROOT):
+    """The finding's line of the table."""
+    seeds, eps, released = f.get("seeds", (0,)), f["eps"], f.get("released", "worst-released")
+    got = {"method": {"released": [], "worst": []}, "reference": {"released": [], "worst": []}}
+    diffs, ps = [], []
+    for seed in seeds:
+        where = os.path.join(root, f["table"].format(seed=seed))
+        t, pairs = read_table(root, f["table"].format(seed=seed))
+        names = {"method": f["method"].format(seed=seed)}
+        if f["reference"]:
+            names["reference"] = f["reference"].format(seed=seed)
+        for role, name in names.items():
+            for key, attack in (("released", released), ("worst", "worst")):
+                got[role][key].append(value(t, name, attack, eps, where))
+        if f["reference"]:
+            diffs.append(100 * (got["method"]["worst"][-1].accuracy - got["reference"]["worst"][-1].accuracy))
+            ps.append(p_value(pairs, names["method"], names["reference"], eps, where))
+    pair = lambda key, interval: " / ".join(  # noqa: E731
+        cell(got[role][key], interval) for role in ("method", "reference") if got[role][key])
+    if not f["reference"]:
+        diff = "-"
+    elif len(seeds) == 1:
+        diff = f"{diffs[0]:+.1f} (p {ps[0]:.2g})"
+    else:
+        m = sum(diffs) / len(diffs)
+        sd = (sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
+        diff = f"{m:+.1f} ± {sd:.1f} (p < 0.05: {sum(p < 0.05 for p in ps)} of {len(ps)})"
+    sizes = [int(got["method"][key][0].n) for key in ("released", "worst")]
+    evidence = f"{sizes[1]}" if sizes[0] == sizes[1] else f"{sizes[0]} / {sizes[1]}"
+    return (f"| {f['claim']} | {eps:g} | {pair('released', False)} | {pair('worst', len(seeds) == 1)} | {diff} | "
+            f"{evidence}, {len(seeds)} | [{os.path.basename(f['page'])[:-3]}]({f['page']}) |")
+
+def table(findings=FINDINGS, root=ROOT):
+    return "\n".join(HEADER + [row(f, root) for f in findings])
+
+
+def write_readme(path, text):
+    """README.md with the text between its `<!-- findings -->` markers replaced."""
+    with open(path) as f:
+        old = f.read()
+    start, end = "<!-- findings -->\n", "<!-- /findings -->\n"
+    if old.count(start) != 1 or old.count(end) != 1:
+        raise UserError(f"{path} needs one {start.strip()} and one {end.strip()} line")
+    head, rest = old.split(start)
+    new = head + start + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1]
+    atomic_write(path, lambda f: f.write(new.encode()))
+
+
+def main(argv):
+    if argv:
+        raise UserError("usage: python -m robustlib.findings (rewrites README.md's findings table)")
+    text = table()
+    write_readme(os.path.join(ROOT, "README.md"), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
