@@ -27,6 +27,7 @@ from .cli import parse_value
 from .data import MNIST_FAMILY, dataset_info, get_dataset
 from .errors import UserError
 from .metrics import mcnemar, wilson
+from .model_checks import model_checks
 from .runtime import start_processes
 
 # AutoAttack's budgets. standard is the reference code's (Croce & Hein, version "standard"): APGD-CE
@@ -571,8 +572,9 @@ def place_models(paths, loaded, test_set, s, device):
     return models
 
 
-def summarise(results, labels, attacks, eps_list, n_strong, s):
-    """The table's rows (ordered), each model's sanity checks and per-sample results."""
+def summarise(results, labels, attacks, eps_list, n_strong, s, first_checks=None):
+    """The table's rows (ordered), each model's checks (`first_checks`: {label: [(ok, sentence)]} of
+    the model itself, then the sanity checks) and per-sample results."""
     rows, checks, per_sample = [], {}, {}
     for i, label in enumerate(labels):
         correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
@@ -582,7 +584,8 @@ def summarise(results, labels, attacks, eps_list, n_strong, s):
         correct.update(worst_case(correct, eps_list))
         common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
         suites = {name: {e: v.float().mean().item() for (_, e), v in w.items()} for name, w in suite_worst.items()}
-        checks[label] = sanity_checks(common, n_strong, s["LARGE_EPS"], large.float().mean().item(), suites)
+        checks[label] = (first_checks or {}).get(label, []) + sanity_checks(
+            common, n_strong, s["LARGE_EPS"], large.float().mean().item(), suites)
         per_sample[label] = correct
         rows += [row_of(label, a, e, v) for (a, e), v in correct.items()]
         rows += [row_of(label, f"worst-{name}", e, v) for name, w in suite_worst.items() for (_, e), v in w.items()]
@@ -622,9 +625,21 @@ def evaluate_checkpoints(s, paths):
         dist.destroy_process_group()
     if rank != 0:
         return
-    rows, checks, per_sample = summarise(results, labels, attacks, eps_list, n_strong, s)
+    first = checks_of_models(models, labels, test_set, index[:min(n_strong, CHECK_IMAGES)], attacks, s, device)
+    rows, checks, per_sample = summarise(results, labels, attacks, eps_list, n_strong, s, first)
     print(write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels), s))
     print(f"written: {s['OUT']}, {base}.md, {base}.png, {base}.log (cache: {cache_dir}/)")
+
+
+CHECK_IMAGES = 200  # images of the fixed subset the model checks run on
+
+
+def checks_of_models(models, labels, test_set, index, attacks, s, device):
+    """AutoAttack's checks of each model (model_checks.py) on the first test images of the subset."""
+    layout = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
+    x, y = test_set.batch(index, device)
+    x = x.contiguous(memory_format=layout)
+    return {label: model_checks(model, x, y, test_set.num_classes, attacks) for label, model in zip(labels, models)}
 
 
 def unique_labels(paths):
