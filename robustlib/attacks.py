@@ -73,6 +73,35 @@ def _pgd_restarts(model, eps, step, steps, restarts):
     return run
 
 
+def probability_margin(logits, y):
+    """max_{j != y} p_j - p_y, p = softmax(logits): the gap the PC loss widens, as a loss to maximise
+    (the Probability Margin Attack's loss, Xie et al., arXiv 2411.15210). Positive: misclassified."""
+    p = torch.softmax(logits.float(), dim=1)
+    true = p.gather(1, y[:, None])[:, 0]
+    other = p.masked_fill(F.one_hot(y, p.shape[1]).bool(), float("-inf")).max(1).values
+    return other - true
+
+
+class _APGDMargin(ta.APGD):
+    """torchattacks' APGD (its step-size schedule, momentum and restarts) on another per-sample loss."""
+
+    def __init__(self, model, loss_fn, **kwargs):
+        super().__init__(model, loss="dlr", **kwargs)  # "dlr": APGD calls self.dlr_loss
+        self.loss_fn = loss_fn
+
+    def dlr_loss(self, x, y):
+        return self.loss_fn(x, y)
+
+
+def _noise(eps, seed):
+    """Uniform noise in the eps ball, clipped to the image: the floor a real attack must beat."""
+    def run(x, y):
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+        return torch.clamp(x + delta, 0, 1)
+    return run
+
+
 def _within(attack, eps):
     """An L2 attack seen as an L-inf one: its perturbation clipped into the eps ball."""
     def run(x, y):
@@ -127,10 +156,21 @@ ATTACKS = {
     "fab-t": Attack(True, True, True, _FAB + ("classes",), lambda m, e, k: ta.FAB(
         m, norm="Linf", eps=e, steps=k.fab_steps, n_restarts=k.fab_restarts, multi_targeted=True,
         n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
+    # adaptive: APGD on the defense's own objective. The probability margin is the gap PC + LC
+    # trains to widen; DLR, the logit margin rescaled by the spread of the top logits, is blind to the
+    # logits' scale, which the logit constraints shape
+    "apgd-pm": Attack(True, True, True, _APGD, lambda m, e, k: _APGDMargin(
+        m, probability_margin, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, seed=k.seed)),
+    "apgd-dlr": Attack(True, True, True, _APGD, lambda m, e, k: ta.APGD(
+        m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="dlr", seed=k.seed)),
+    # not an attack: the floor (a real attack that does worse than noise is broken; evaluation's
+    # black-box check says so, since noise reads no gradient)
+    "noise": Attack(False, False, False, ("seed",), lambda m, e, k: _noise(e, k.seed)),
 }
 TRAINING_ONLY = ("fgsm-rs", "fgsm-rs-clamped", "pgd-es", "trades", "mart")  # training's inner attacks: adv_testing.py does not offer them
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the PC-LC notebook's set
-          "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"]}  # Croce & Hein's standard version
+          "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"],  # Croce & Hein's standard version
+          "adaptive": ["apgd-pm", "apgd-dlr"]}                        # aimed at the defenses' objectives
 # AutoAttack standard as one cascade (each attack only on what the previous ones left)
 ATTACKS["autoattack-cascade"] = Attack(
     True, True, True, tuple(dict.fromkeys(f for a in SUITES["autoattack"] for f in ATTACKS[a].reads)),

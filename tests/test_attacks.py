@@ -98,3 +98,69 @@ def test_evaluation_does_not_offer_training_inner_attacks(tmp_path, capsys):
         assert run(adv_testing.main, ["x.pt", f"--attacks={name}", f"--out={tmp_path}/r.csv"]) == 2
         assert "is out of range" in capsys.readouterr().err
     assert set(evaluation.EVALUATION) | set(attacks.TRAINING_ONLY) == set(attacks.ATTACKS)
+
+
+def test_probability_margin_by_hand():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    got = attacks.probability_margin(logits, torch.tensor([0, 1]))
+    assert torch.allclose(got, torch.tensor([0.2 - 0.7, 0.6 - 0.3]), atol=1e-6)  # max other - true
+
+
+def test_apgd_pm_maximises_the_probability_margin(monkeypatch):
+    """The adaptive entry runs APGD on probability_margin itself (not on DLR, its stand-in's name)."""
+    model, x, _ = tiny()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # APGD attacks only what the model gets right
+    seen = []
+    real = attacks.probability_margin
+    monkeypatch.setattr(attacks, "probability_margin", lambda z, t: seen.append(z.shape) or real(z, t))
+    adv = attacks.build("apgd-pm", model, 0.3, attacks.Knobs(apgd_steps=5))(x, y)
+    assert seen and all(s[1] == 10 for s in seen)
+    with torch.no_grad():
+        assert real(model(adv), y).mean() > real(model(x), y).mean()
+
+
+class Saturated(nn.Module):
+    """A network whose logits are scaled so far that softmax saturates in float32: cross-entropy and
+    the probability margin have no gradient left, the rescaled logit margin (DLR) is unchanged."""
+
+    def __init__(self, scale):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.scale = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), scale
+
+    def forward(self, x):
+        return self.scale * self.net(x)
+
+
+def test_dlr_breaks_what_saturation_hides():
+    torch.manual_seed(1)
+    x = torch.rand(64, 1, 8, 8)
+    knobs = attacks.Knobs(apgd_steps=20)
+    acc = {}
+    for scale in (1.0, 1e4):
+        model = Saturated(scale).eval()
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        for name in ("apgd-ce", "apgd-pm", "apgd-dlr"):
+            with torch.no_grad():
+                acc[(scale, name)] = (model(attacks.build(name, model, 0.1, knobs)(x, y)).argmax(1) == y).float().mean().item()
+    assert acc[(1e4, "apgd-dlr")] == acc[(1.0, "apgd-dlr")] < 0.2      # DLR does not see the scale
+    assert acc[(1e4, "apgd-ce")] > 0.7 and acc[(1e4, "apgd-pm")] > 0.7  # the saturated losses stall
+
+
+def test_noise_is_the_seeded_floor():
+    model, x, y = tiny()
+    one = attacks.build("noise", model, 0.1, attacks.Knobs(seed=0))(x, y)
+    assert torch.equal(one, attacks.build("noise", model, 0.1, attacks.Knobs(seed=0))(x, y))
+    assert not torch.equal(one, attacks.build("noise", model, 0.1, attacks.Knobs(seed=1))(x, y))
+    assert (one - x).abs().max() <= 0.1 + 1e-6 and (one - x).abs().max() > 0.05
+    assert not attacks.ATTACKS["noise"].white and attacks.SUITES["adaptive"] == ["apgd-pm", "apgd-dlr"]
+
+
+def test_noise_beating_the_white_box_attacks_is_a_warning():
+    acc = {("noise", 0.1): 0.40, ("pgd", 0.1): 0.80, ("fgsm", 0.1): 0.85}
+    checks = evaluation.sanity_checks(acc, 200)
+    assert any(ok is False and "noise 40.0% < best white-box 80.0%" in text for ok, text in checks)
+    acc[("noise", 0.1)] = 0.95
+    assert all(ok is not False for ok, _ in evaluation.sanity_checks(acc, 200))
