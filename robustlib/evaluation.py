@@ -254,6 +254,31 @@ def budget_note(s):
             f"by a few points. Tables of record use `--budget=standard` (the reference's 100 iterations).**\n\n")
 
 
+def verdicts(frame, labels):
+    """Per model: each suite's worst case beside the overall one at every eps, and one sentence on
+    what the stronger suites change (points, largest over eps)."""
+    out = []
+    for label in labels:
+        part = frame[frame.checkpoint == label]
+        worst = {round(r.eps, 9): r.accuracy for r in part[part.attack == "worst"].itertuples()}
+        suites = {name: {round(r.eps, 9): r.accuracy for r in part[part.attack == f"worst-{name}"].itertuples()}
+                  for name in registry.SUITES}
+        suites = {name: acc for name, acc in suites.items() if acc}
+        if not worst or not suites:
+            continue
+        cells = "; ".join(f"eps {e:g}: " + ", ".join(f"{n} {100 * a[e]:.1f}" for n, a in suites.items() if e in a)
+                          + f", worst {100 * w:.1f}" for e, w in sorted(worst.items()))
+        said = []
+        for name, weaker in (("released", "the released attacks"), ("autoattack", "AutoAttack")):
+            if name in suites:
+                gap, e = max((suites[name][e] - w, e) for e, w in worst.items() if e in suites[name])
+                said.append(f"{weaker} overstate{'s' if name == 'autoattack' else ''} it by up to "
+                            f"{100 * gap:.1f} points (eps {e:g})" if gap > 0 else f"{weaker} miss{'es' if name == 'autoattack' else ''} nothing")
+        sentence = "; ".join(said)
+        out.append(f"- {label}: {cells} (%). " + sentence[:1].upper() + sentence[1:] + ".")
+    return ("\n\nVerdict per model (each suite's worst case, and the worst over all attacks):\n\n" + "\n".join(out)) if out else ""
+
+
 def markdown(frame, labels, checks, extra, s):
     """The table (one column per checkpoint, 95 % intervals), opening with the budget, then each
     checkpoint's sanity checks and `extra` (the comparisons)."""
@@ -271,7 +296,8 @@ def markdown(frame, labels, checks, extra, s):
             "`worst`: a sample counts only if it survives every attack at that eps (on the images "
             "every attack ran on); `worst-released`, `worst-autoattack`: the same over one suite.\n\n" + "\n".join(lines) + "\n\nSanity checks (on the images every "
             "attack ran on):\n\n" + "\n".join(f"- {label}: {STATUS[ok]}{msg}"
-                                               for label in labels for ok, msg in checks[label]) + "\n" + extra)
+                                               for label in labels for ok, msg in checks[label])
+            + verdicts(frame, labels) + "\n" + extra)
 
 
 def plot(frame, labels):

@@ -440,3 +440,20 @@ def test_command_line_and_run_attacks_are_one_path(ckpt, model, test_set, tmp_pa
     assert table.loc["fgsm", "accuracy"] == pytest.approx(correct[("fgsm", 0.1)].float().mean().item(), abs=1e-6)
     assert table.loc["square", "accuracy"] == pytest.approx(correct[("square", 0.1)].float().mean().item(), abs=1e-6)
     assert table.loc["fgsm", "n"] == 120 and table.loc["square", "n"] == 50
+
+
+def test_verdict_per_model_compares_each_suite_with_the_worst_case():
+    import pandas as pd
+    rows = []
+    for label, (rel, aa, ad, worst) in {"a/final": (0.7, 0.6, 0.55, 0.55), "b/final": (0.5, 0.5, 0.6, 0.5)}.items():
+        for attack, acc in (("worst-released", rel), ("worst-autoattack", aa), ("worst-adaptive", ad), ("worst", worst)):
+            rows.append(dict(checkpoint=label, attack=attack, eps=0.1, accuracy=acc))
+    rows.append(dict(checkpoint="c/final", attack="worst", eps=0.1, accuracy=0.3))  # no suite: no line
+    text = evaluation.verdicts(pd.DataFrame(rows), ["a/final", "b/final", "c/final"])
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert lines == [
+        "- a/final: eps 0.1: released 70.0, autoattack 60.0, adaptive 55.0, worst 55.0 (%). The released attacks "
+        "overstate it by up to 15.0 points (eps 0.1); AutoAttack overstates it by up to 5.0 points (eps 0.1).",
+        "- b/final: eps 0.1: released 50.0, autoattack 50.0, adaptive 60.0, worst 50.0 (%). The released attacks "
+        "miss nothing; AutoAttack misses nothing."]
+    assert evaluation.verdicts(pd.DataFrame(rows[-1:]), ["c/final"]) == ""
