@@ -41,6 +41,8 @@ APGD_RESTARTS = 1                  # apgd-ce, apgd-t restarts (standard: 1)
 FAB_RESTARTS = 1                   # fab-t restarts (standard: 1)
 SPSA_ITERS = 1                     # iterations of SPSA, 128 samples each (torchattacks: 1; released: 10)
 CW_STEPS = 50                      # iterations of CW-L2
+SURROGATE = ""                     # a checkpoint of this project: APGD-CE crafted on it attacks the
+#                                    models as the row `transfer` (a black-box row)
 LARGE_EPS = 0.5                    # extra PGD run: accuracy must be about 0 there
 MODEL = ""                         # for plain state_dict files: a project architecture (models/)
 DATASET = ""                       # for files that do not name their dataset (state_dicts, --arch)
@@ -71,7 +73,7 @@ RANGES = {
                  is not None, ("model.py", "model.py:")),
     "ARCH_ARGS": Rule("empty, or name=value pairs: a=1,b=2", lambda v: v == "" or all(
         re.fullmatch(r"\w+=[^=]*", part.strip()) for part in v.split(",")), ("a", "=1")),
-    "DATA_DIR": ANY_TEXT, "OUT": CSV_FILE, "CACHE": ANY_TEXT, "FRESH": BOOL,
+    "SURROGATE": ANY_TEXT, "DATA_DIR": ANY_TEXT, "OUT": CSV_FILE, "CACHE": ANY_TEXT, "FRESH": BOOL,
     "SEED": interval("[0, inf)", integer=True), "DEVICE": DEVICE_RULE,
     "CHANNELS_LAST": one_of("auto", "true", "false"),
 }

@@ -43,6 +43,7 @@ class Knobs:
     square_schedule: str = "rescaled"  # rescaled to the queries (torchattacks) or reference (fixed)
     spsa_iters: int = 1           # 128 samples each
     cw_steps: int = 50
+    surrogate: str = ""           # the fingerprint of the network `transfer` crafts on (SURROGATES)
 
 
 def _pgd_restarts(model, eps, step, steps, restarts):
@@ -100,6 +101,17 @@ def _noise(eps, seed):
         delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
         return torch.clamp(x + delta, 0, 1)
     return run
+
+
+SURROGATES = {}  # fingerprint -> network: what `transfer` crafts its examples on (evaluation fills it)
+
+
+def _transfer(eps, k):
+    """APGD-CE run on the surrogate network; the attacked model only sees the result."""
+    if k.surrogate not in SURROGATES:
+        raise ValueError("the transfer attack needs a surrogate network: --surrogate=CHECKPOINT")
+    return ta.APGD(SURROGATES[k.surrogate], norm="Linf", eps=eps, steps=k.apgd_steps, n_restarts=k.apgd_restarts,
+                   loss="ce", seed=k.seed)
 
 
 def _within(attack, eps):
@@ -166,6 +178,9 @@ ATTACKS = {
     # not an attack: the floor (a real attack that does worse than noise is broken; evaluation's
     # black-box check says so, since noise reads no gradient)
     "noise": Attack(False, False, False, ("seed",), lambda m, e, k: _noise(e, k.seed)),
+    # transfer: APGD-CE on another network (a black-box row, so the black-box check warns when it
+    # beats the white-box attacks on the model itself)
+    "transfer": Attack(False, True, True, _APGD + ("surrogate",), lambda m, e, k: _transfer(e, k)),
 }
 TRAINING_ONLY = ("fgsm-rs", "fgsm-rs-clamped", "pgd-es", "trades", "mart")  # training's inner attacks: adv_testing.py does not offer them
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the PC-LC notebook's set

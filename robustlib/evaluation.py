@@ -71,7 +71,8 @@ def knobs_of(eps, num_classes, s):
         steps=s["STEPS"], step=registry.STEP_RULES["released"](eps, s["STEPS"]), decay=1.0,
         classes=num_classes, seed=s["SEED"], apgd_steps=s["APGD_STEPS"], apgd_restarts=s["APGD_RESTARTS"],
         fab_steps=s["FAB_STEPS"], fab_restarts=s["FAB_RESTARTS"], square_queries=s["SQUARE_QUERIES"],
-        square_schedule=s["SQUARE_SCHEDULE"], spsa_iters=s["SPSA_ITERS"], cw_steps=s["CW_STEPS"])
+        square_schedule=s["SQUARE_SCHEDULE"], spsa_iters=s["SPSA_ITERS"], cw_steps=s["CW_STEPS"],
+        surrogate=s.get("SURROGATE_ID", ""))
 
 
 def build_attack(name, model, eps, num_classes, s):
@@ -637,6 +638,7 @@ def evaluate_checkpoints(s, paths):
     rank, world, device = start_processes(s["DEVICE"])  # under torchrun rank 0 alone writes
     test_set = get_dataset(dataset_name, train=False, root=s["DATA_DIR"] or loaded[0].data_dir)
     models = place_models(paths, loaded, test_set, s, device)
+    attacks = add_surrogate(attacks, dataset_name, test_set, s, device)
     count = len(test_set) if s["N"] <= 0 else min(s["N"], len(test_set))
     index = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(s["SEED"]))
     n_strong = count if s["N_STRONG"] <= 0 else min(s["N_STRONG"], count)
@@ -655,6 +657,25 @@ def evaluate_checkpoints(s, paths):
     rows, checks, per_sample = summarise(results, labels, attacks, eps_list, n_strong, s, first)
     print(write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels), s))
     print(f"written: {s['OUT']}, {base}.md, {base}.png, {base}.log (cache: {cache_dir}/)")
+
+
+def add_surrogate(attacks, dataset_name, test_set, s, device):
+    """With --surrogate: that checkpoint of this project loaded into the registry's SURROGATES (its
+    fingerprint in s and in every transfer job's cache key) and the `transfer` row added."""
+    if not s["SURROGATE"]:
+        if "transfer" in attacks:
+            raise UserError("the transfer attack needs --surrogate=CHECKPOINT (the network it crafts on)")
+        return attacks
+    plain = dict(s, MODEL="", ARCH="", ARCH_ARGS="", DATASET="")
+    if not is_project_checkpoint(read_weights_file(s["SURROGATE"])):
+        raise UserError(f"--surrogate={s['SURROGATE']} is not a checkpoint of this project (vgg_training.py's)")
+    surrogate = load_model(s["SURROGATE"], plain)
+    if surrogate.dataset != dataset_name:
+        raise UserError(f"--surrogate={s['SURROGATE']} is a model of {surrogate.dataset}, the table's models "
+                        f"are of {dataset_name}")
+    s["SURROGATE_ID"] = surrogate.fingerprint
+    registry.SURROGATES[surrogate.fingerprint] = place_models([s["SURROGATE"]], [surrogate], test_set, s, device)[0].eval()
+    return attacks + ([] if "transfer" in attacks else ["transfer"])
 
 
 CHECK_IMAGES = 200  # images of the fixed subset the model checks run on

@@ -457,3 +457,53 @@ def test_verdict_per_model_compares_each_suite_with_the_worst_case():
         "- b/final: eps 0.1: released 50.0, autoattack 50.0, adaptive 60.0, worst 50.0 (%). The released attacks "
         "miss nothing; AutoAttack misses nothing."]
     assert evaluation.verdicts(pd.DataFrame(rows[-1:]), ["c/final"]) == ""
+
+
+def test_transfer_from_the_model_itself_is_its_apgd_ce(ckpt, tmp_path):
+    """--surrogate: APGD-CE crafted on the surrogate. With the model itself as its own surrogate the
+    transfer row is exactly the apgd-ce row (same seeds, same blocks)."""
+    import pandas as pd
+    out = tmp_path / "t.csv"
+    assert adv_testing.main([ckpt, f"--surrogate={ckpt}", "--attacks=apgd-ce", "--eps=0.1,0.3", "--n=60",
+                             "--n_strong=40", f"--out={out}"]) == 0
+    rows = pd.read_csv(out).set_index(["attack", "eps"]).accuracy
+    assert rows[("transfer", 0.1)] == rows[("apgd-ce", 0.1)] and rows[("transfer", 0.3)] == rows[("apgd-ce", 0.3)]
+    assert rows[("transfer", 0.1)] < rows[("clean", 0.0)]
+
+
+def test_transfer_keys_name_the_surrogate():
+    s = dict(SETTINGS, SURROGATE_ID="a")
+    one = evaluation.job_key("m", "transfer", 0.1, "d", 10, s, "cpu")
+    assert one != evaluation.job_key("m", "transfer", 0.1, "d", 10, dict(s, SURROGATE_ID="b"), "cpu")
+    assert evaluation.job_key("m", "apgd-ce", 0.1, "d", 10, s, "cpu") == evaluation.job_key(
+        "m", "apgd-ce", 0.1, "d", 10, dict(s, SURROGATE_ID="b"), "cpu")  # other attacks: unchanged
+
+
+def test_bad_surrogates_are_one_line(ckpt, tmp_path, capsys):
+    common = ["--attacks=fgsm", "--eps=0.1", "--n=20", "--n_strong=10", f"--out={tmp_path / 'b.csv'}"]
+    state = torch.load(ckpt, weights_only=False)
+    torch.save(state["model"], tmp_path / "plain.pth")
+    state["meta"]["dataset"] = "mnist"
+    torch.save(state, tmp_path / "other.pt")
+    for extra, expected in ((["--attacks=transfer"], "needs --surrogate=CHECKPOINT"),
+                            ([f"--surrogate={tmp_path / 'none.pt'}"], "none.pt"),
+                            ([f"--surrogate={tmp_path / 'plain.pth'}"], "is not a checkpoint of this project"),
+                            ([f"--surrogate={tmp_path / 'other.pt'}"], "is a model of mnist, the table's models are of digits")):
+        assert run(adv_testing.main, [ckpt] + common + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err, err
+
+
+def test_transfer_crafts_on_the_surrogate_not_on_the_model(ckpt, tmp_path):
+    """A surrogate that has learned nothing moves few images: the transfer row stays near clean while
+    APGD-CE on the model itself breaks it."""
+    import pandas as pd
+    import vgg_training
+    blank = tmp_path / "blank"
+    assert vgg_training.main(["--dataset=digits", "--warmup_epochs=1", "--epochs=0", "--lr=1e-7", "--seed=5",
+                              f"--out_dir={blank}"]) == 0
+    out = tmp_path / "t.csv"
+    assert adv_testing.main([ckpt, f"--surrogate={blank / 'final.pt'}", "--attacks=apgd-ce", "--eps=0.3", "--n=60",
+                             "--n_strong=60", f"--out={out}"]) == 0
+    rows = pd.read_csv(out).set_index(["attack", "eps"]).accuracy
+    assert rows[("transfer", 0.3)] > rows[("apgd-ce", 0.3)] + 0.3

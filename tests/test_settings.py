@@ -37,7 +37,7 @@ BAD = {
         "APGD_STEPS": ["0"], "APGD_RESTARTS": ["0"], "FAB_STEPS": ["0"], "FAB_RESTARTS": ["0"],
         "SQUARE_QUERIES": ["0"], "SPSA_ITERS": ["0"], "CW_STEPS": ["0"], "LARGE_EPS": ["0", "1.5"],
         "MODEL": ["resnet9"], "DATASET": ["imagenet"], "ARCH": ["model.py", "model.py:"],
-        "ARCH_ARGS": ["a", "=1"], "DATA_DIR": [], "OUT": ["r.md", "r.png", "r.log", "q.cache"], "CACHE": [],
+        "ARCH_ARGS": ["a", "=1"], "SURROGATE": [], "DATA_DIR": [], "OUT": ["r.md", "r.png", "r.log", "q.cache"], "CACHE": [],
         "FRESH": ["perhaps"], "SEED": ["-1"], "DEVICE": ["tpu"], "CHANNELS_LAST": ["maybe"],
     },
     "make_figures": {
