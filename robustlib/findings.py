@@ -78,6 +78,15 @@ def p_value(pairs, a, b, eps, where):
     raise UserError(f"{where}.md compares {a} with {b} nowhere at eps {eps:g}: attack them together")
 
 
+def paired_p(diffs):
+    """Two-sided p of the one-sample t test that the per-seed differences have mean 0 (1.0 when they
+    are all equal and 0, 0.0 when all equal and not 0)."""
+    from scipy import stats
+    if max(diffs) == min(diffs):
+        return 1.0 if diffs[0] == 0 else 0.0
+    return float(stats.ttest_1samp(diffs, 0.0).pvalue)
+
+
 def cell(rows, interval):
     """One value: 'v [lo, hi]' (interval asked) or 'v'; several: 'mean ± sd'."""
     values = [100 * r.accuracy for r in rows]
@@ -114,7 +123,8 @@ def row(f, root=ROOT):
     else:
         m = sum(diffs) / len(diffs)
         sd = (sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
-        diff = f"{m:+.1f} ± {sd:.1f} (p < 0.05: {sum(p < 0.05 for p in ps)} of {len(ps)})"
+        diff = (f"{m:+.1f} ± {sd:.1f} (paired t over seeds p {paired_p(diffs):.2g}; McNemar p < 0.05 in "
+                f"{sum(p < 0.05 for p in ps)} of {len(ps)})")
     sizes = [int(got["method"][key][0].n) for key in ("released", "worst")]
     evidence = f"{sizes[1]}" if sizes[0] == sizes[1] else f"{sizes[0]} / {sizes[1]}"
     return (f"| {f['claim']} | {eps:g} | {pair('released', False)} | {pair('worst', len(seeds) == 1)} | {diff} | "

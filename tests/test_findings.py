@@ -49,7 +49,14 @@ def test_seeds_show_mean_sd_and_the_seeds_beyond_noise(res):
     f = dict(claim="m vs r", table="t-{seed}", seeds=(0, 1), method="m-{seed}/final", reference="r-{seed}/final",
              eps=0.3, page="docs/x.md")
     assert findings.row(f, str(res)) == ("| m vs r | 0.3 | 85.0 ± 7.1 / 55.0 ± 7.1 | 65.0 ± 7.1 / 45.0 ± 7.1 | "
-                                         "+20.0 ± 14.1 (p < 0.05: 1 of 2) | 200, 2 | [x](docs/x.md) |")
+                                         "+20.0 ± 14.1 (paired t over seeds p 0.3; McNemar p < 0.05 in 1 of 2) | 200, 2 | [x](docs/x.md) |")
+
+
+def test_paired_p_by_hand():
+    """t = mean / (sd / sqrt(n)) with n - 1 degrees of freedom: diffs 1, 2, 3 give t = 3.46, p = 0.074."""
+    assert findings.paired_p([1.0, 2.0, 3.0]) == pytest.approx(0.0742, abs=1e-4)
+    assert findings.paired_p([10.0, 30.0]) == pytest.approx(0.2952, abs=1e-4)
+    assert findings.paired_p([0.0, 0.0, 0.0]) == 1.0 and findings.paired_p([-2.0, -2.0]) == 0.0
 
 
 def test_no_reference_and_another_released_attack(res):
