@@ -583,10 +583,15 @@ def load_all(paths, s):
     return loaded, dataset_name, eps_list
 
 
+def memory_layout(s):
+    """The models' and inputs' memory format: channels_last when CHANNELS_LAST holds."""
+    return torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
+
+
 def place_models(paths, loaded, test_set, s, device):
     """The models on the device in their memory layout, each tried on a test batch (a model that
     fails there is a one-line error before any attack)."""
-    layout = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
+    layout = memory_layout(s)
     models = [m.model.to(device, memory_format=layout) for m in loaded]
     probe = test_set.batch(torch.arange(2), device)[0].contiguous(memory_format=layout)
     for path, model in zip(paths, models):
@@ -683,7 +688,7 @@ CHECK_IMAGES = 200  # images of the fixed subset the model checks run on
 
 def checks_of_models(models, labels, test_set, index, attacks, s, device):
     """AutoAttack's checks of each model (model_checks.py) on the first test images of the subset."""
-    layout = torch.channels_last if s["CHANNELS_LAST"] else torch.preserve_format
+    layout = memory_layout(s)
     x, y = test_set.batch(index, device)
     x = x.contiguous(memory_format=layout)
     return {label: model_checks(model, x, y, test_set.num_classes, attacks) for label, model in zip(labels, models)}

@@ -10,9 +10,10 @@ the exact McNemar p of adv_testing's comparison (per seed), the evidence (n, see
 the page that discusses it. tests/test_findings.py fails when README's table and this disagree.
 """
 import os
-import re
+import statistics
 import sys
 
+from . import report
 from .checkpoints import atomic_write
 from .errors import UserError, run
 
@@ -27,18 +28,12 @@ FINDINGS = [
          method="pclc/final", reference="ce/final", eps=0.1, page="docs/reproduction.md"),
     dict(claim="SSC (lambda 100) + PGD-AT vs PGD-AT, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
          method="adv-struct/final", reference="adv/final", eps=0.1, page="docs/reproduction.md"),
-    dict(claim="PC + LC on top of PGD-AT vs the control, MNIST", table=_BASE + "/on-pgd-at/seed-{seed}",
-         seeds=SEEDS, method="pclc-seed-{seed}/final", reference="split-seed-{seed}/final", eps=0.3,
-         page="docs/baselines.md"),
-    dict(claim="SSC (lambda 300) on top of PGD-AT vs the control, MNIST", table=_BASE + "/on-pgd-at/seed-{seed}",
-         seeds=SEEDS, method="ssc-seed-{seed}/final", reference="split-seed-{seed}/final", eps=0.3,
-         page="docs/baselines.md"),
-    dict(claim="PC + LC on top of FGSM-RS vs FGSM-RS, MNIST", table=_BASE + "/on-fgsm-rs/seed-{seed}",
-         seeds=SEEDS, method="pclc-seed-{seed}/final", reference="fgsm-rs-seed-{seed}/final", eps=0.3,
-         page="docs/baselines.md"),
-    dict(claim="SSC (lambda 300) on top of FGSM-RS vs FGSM-RS, MNIST", table=_BASE + "/on-fgsm-rs/seed-{seed}",
-         seeds=SEEDS, method="ssc-seed-{seed}/final", reference="fgsm-rs-seed-{seed}/final", eps=0.3,
-         page="docs/baselines.md"),
+    *[dict(claim=f"{method} on top of {base} vs {against}, MNIST", table=_BASE + f"/on-{folder}/seed-{{seed}}",
+           seeds=SEEDS, method=f"{arm}-seed-{{seed}}/final", reference=f"{ref}-seed-{{seed}}/final", eps=0.3,
+           page="docs/baselines.md")
+      for base, folder, against, ref in (("PGD-AT", "pgd-at", "the control", "split"),
+                                         ("FGSM-RS", "fgsm-rs", "FGSM-RS", "fgsm-rs"))
+      for method, arm in (("PC + LC", "pclc"), ("SSC (lambda 300)", "ssc"))],
     dict(claim="FGSM-RS trained here, as released (released attack: PGD-50 x 10)", table=_BASE + "/fgsm-rs/seeds-0-2",
          seeds=SEEDS, method="fgsm-rs-seed-{seed}/final", reference=None, released="pgd-50x10", eps=0.3,
          page="docs/baselines.md"),
@@ -46,7 +41,6 @@ FINDINGS = [
          table=_BASE + "/released-models/fast-adversarial", method="fa/fgsm", reference=None,
          released="pgd-50x10", eps=0.3, page="docs/baselines.md"),
 ]
-_PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 HEADER = ["| finding | eps | released attacks (%) | worst case (%) | difference (points) | n, seeds | page |",
           "|---|---|---|---|---|---|---|"]
 
@@ -59,7 +53,7 @@ def read_table(root, name):
         if not os.path.exists(path + ext):
             raise UserError(f"{path}{ext} is missing: run the command of the finding's page first")
     with open(path + ".md") as f:
-        return pd.read_csv(path + ".csv"), [m.groups() for m in map(_PAIR.match, f) if m]
+        return pd.read_csv(path + ".csv"), [m.groups() for m in map(report.PAIR.match, f) if m]
 
 
 def value(t, checkpoint, attack, eps, where):
@@ -88,12 +82,8 @@ def paired_p(diffs):
 
 def cell(rows, interval):
     """One value: 'v [lo, hi]' (interval asked) or 'v'; several: 'mean ± sd'."""
-    values = [100 * r.accuracy for r in rows]
-    if len(values) == 1:
-        r = rows[0]
-        return f"{values[0]:.1f}" + (f" [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" if interval else "")
-    m = sum(values) / len(values)
-    return f"{m:.1f} ± {(sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5:.1f}"
+    return report.mean_sd([100 * r.accuracy for r in rows],
+                          (100 * rows[0].ci_low, 100 * rows[0].ci_high) if interval else None)
 
 
 def row(f, root=ROOT):
@@ -120,9 +110,7 @@ def row(f, root=ROOT):
     elif len(seeds) == 1:
         diff = f"{diffs[0]:+.1f} (p {ps[0]:.2g})"
     else:
-        m = sum(diffs) / len(diffs)
-        sd = (sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
-        diff = (f"{m:+.1f} ± {sd:.1f} (paired t over seeds p {paired_p(diffs):.2g}; McNemar p < 0.05 in "
+        diff = (f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f} (paired t over seeds p {paired_p(diffs):.2g}; McNemar p < 0.05 in "
                 f"{sum(p < 0.05 for p in ps)} of {len(ps)})")
     sizes = [int(got["method"][key][0].n) for key in ("released", "worst")]
     evidence = f"{sizes[1]}" if sizes[0] == sizes[1] else f"{sizes[0]} / {sizes[1]}"

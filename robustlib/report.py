@@ -322,7 +322,7 @@ BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")    # baselines.sh's runs
 BASES = ("pgd-at", "fgsm-rs")  # what baselines.sh puts the methods on top of (BASE): RES/on-BASE/
 ON_TOP = {"split": "control: the base in the arms' warm-up + main schedule",  # baselines.sh's arms
           "pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
-_PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
+PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 
 
 def runs_table(res):
@@ -375,7 +375,7 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
     baseline of the same seed (mean ± sd over seeds) and each seed's exact McNemar p on the same images."""
     pairs = {}
     for line in lines:
-        match = _PAIR.match(line)
+        match = PAIR.match(line)
         if match:
             a, b, eps, diff, p = match.groups()
             pairs[(a, b, round(float(eps), 9))] = (float(diff), float(p))
