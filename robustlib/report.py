@@ -1,29 +1,19 @@
-"""RESULTS.md's sections, written from the files the runs left (reproduce.sh, study.sh,
-study_mnist.sh and baselines.sh call it):
-
-    python -m robustlib.report reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S   # one dataset's reproduction
-    python -m robustlib.report best-lambda RES/robustness.csv             # prints the study's best lambda > 0
-    python -m robustlib.report study RUNS RES BEST TOTAL_S                # the lambda study's section
-    python -m robustlib.report ssc-points RUNS RES FIGURE TOTAL_S GRID    # study_mnist.sh: points.csv, figure, section
-    python -m robustlib.report baselines RES TOTAL_S                      # baselines.sh: summary.md, section
-
-RUNS holds one folder per run (its log.csv), RES the adv_testing.py table (robustness.csv / .md).
-Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives their order), so
-one section is rewritten without touching the others.
+"""RESULTS.md's sections and each study's tables, written from the files its runs left under
+results/ alone (studies.py's write-ups call them; `STAGE=report python -m robustlib.study NAME`
+rewrites them). Each section sits between <!-- NAME --> and <!-- /NAME --> markers (SECTIONS gives
+their order), so one section is rewritten without touching the others.
 """
 import json
 import os
 import re
-import sys
 import time
 
 from .checkpoints import atomic_write, make_dirs
-from .errors import UserError, run
+from .errors import UserError
+from .studies import BASELINES, BASES, LAMBDAS, ON_TOP, PAPER_ATTACK, STUDY_EPS
 
-# the runs reproduce.sh trains per dataset (the folders under RUNS), and the published anchors its
-# summary table shows beside them: (model, clean %, AutoAttack or strongest-attack %, eps, source)
-REPRO_RUNS = {"fashion-mnist": ("ce", "pclc", "adv", "adv-struct"), "mnist": ("ce", "pclc", "adv"),
-              "digits": ("ce", "pclc", "adv")}  # digits: the tests' stand-in for MNIST
+# the published anchors the reproduction's summary table shows beside its runs: (model, clean %,
+# AutoAttack or strongest-attack %, eps, source)
 PUBLISHED = {
     "fashion-mnist": [("plain CE", 90.50, "<= 4.0", 0.1, "Croce, Andriushchenko & Hein 2019, 1,000 points"),
                       ("PGD-AT", 88.46, "<= 78.5", 0.1, "Croce, Andriushchenko & Hein 2019, 1,000 points")],
@@ -35,17 +25,7 @@ PUBLISHED = {
 TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "digits": "digits"}
 SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "study", "mnist-ssc-protocol",
             "mnist-baselines")
-LAMBDAS = (0, 10, 50, 100, 300, 500, 1000)
-STUDY_EPS = (0.03, 0.06)
 _SECTION = re.compile(r"<!-- ([\w-]+) -->\n(.*?)<!-- /\1 -->\n", flags=re.S)
-
-
-def read_log(runs, name):
-    import pandas as pd
-    path = os.path.join(runs, name, "log.csv")
-    if not os.path.exists(path):
-        raise UserError(f"{path} is missing: train the run first")
-    return pd.read_csv(path)
 
 
 def read_text(path):
@@ -53,11 +33,6 @@ def read_text(path):
         raise UserError(f"{path} is missing: run the step that writes it first")
     with open(path) as f:
         return f.read()
-
-
-def results_beside(res):
-    """RESULTS.md of the output folder that holds results/NAME (res)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(res))), "RESULTS.md")
 
 
 def write_section(path, name, text):
@@ -100,10 +75,15 @@ def summary_table(res, dataset, runs):
 
 
 def reproduce_section(dataset, runs, res, out, trained_s, total_s):
-    """One dataset's part of RESULTS.md (training: last epoch of each run; the summary with the
-    published anchors; the robustness table; the figures), and the summary table alone."""
-    logs = {name: read_log(runs, name) for name in REPRO_RUNS[dataset]}
-    summary = summary_table(res, dataset, REPRO_RUNS[dataset])
+    """One dataset's part of RESULTS.md (training: last epoch of each of `runs`, from RES/training/;
+    the summary with the published anchors; the robustness table; the figures), and the summary
+    table alone."""
+    records = training_records(res)
+    missing = [name for name in runs if name not in records]
+    if missing:
+        raise UserError(f"{res}/training holds no record of {missing[0]}: run the study (STAGE=all) first")
+    logs = {name: records[name] for name in runs}
+    summary = summary_table(res, dataset, runs)
     rows = [f"| {name} | {len(log)} | {100 * log.iloc[-1].test_acc:.2f}% | {log.iloc[-1].prob_gap:.4f} | "
             f"{log.seconds.sum():.0f} s |" for name, log in logs.items()]
     training_min = sum(log.seconds.sum() for log in logs.values()) / 60
@@ -200,10 +180,11 @@ def plot_study(points, path):
     save_figure(fig, path)
 
 
-def study_section(runs, res, best, total_s, figure):
-    """The lambda study's section (table, figure, the full attack table) and its table lines."""
+def study_section(res, best, total_s, figure, link):
+    """The lambda study's section (table, the figure drawn at `figure` and shown from `link`, the full
+    attack table) and its table lines."""
     t = study_table(os.path.join(res, "robustness.csv"))
-    clean_full = {name: read_log(runs, name).test_acc.iloc[-1] for name in sorted(os.listdir(runs))}
+    clean_full = {name: log.test_acc.iloc[-1] for name, log in training_records(res).items()}
     rows, points = study_rows(t, clean_full)
     plot_study(points, figure)
     table = ["| run | seeds | clean accuracy (%, 10,000 images) | worst eps 0.03 (%) | worst eps 0.06 (%) |",
@@ -214,14 +195,13 @@ def study_section(runs, res, best, total_s, figure):
             "sample counts only if it survives every attack of adv_testing.py's default suite (FGSM, MIM, "
             "PGD-10, SPSA, APGD-CE, APGD-T, FAB-T, Square-5000) on the same 200 test images; one seed: 95 % "
             "Wilson interval; three seeds: mean ± standard deviation over seeds.", "", *table, "",
-            f"![lambda study]({figure})", "",
+            f"![lambda study]({link})", "",
             "The attack table behind it (every attack, every run):", "",
             read_text(os.path.join(res, "robustness.md"))]
     return "\n".join(text), table
 
 
 _POINT = re.compile(r"^(fgsm|pgd|mim)-eps([\d.]+)-lambda(\d+)-seed(\d+)/final$")
-PAPER_ATTACK = {"fgsm": "fgsm", "pgd": "ssc-pgd", "mim": "ssc-mim"}  # the released test attack of each panel
 POINT_COLUMNS = ["attack", "eps", "lambda", "seed", "clean_accuracy", "paper_accuracy", "paper_n",
                  "worst_accuracy", "worst_ci_low", "worst_ci_high", "n", "warnings", "command"]
 
@@ -233,7 +213,7 @@ def warnings_of(md_text, label):
             if line.startswith(f"- {label}: ") and "WARNING" in line]
 
 
-def ssc_points(runs, res):
+def ssc_points(res):
     """One row per (attack, eps, lambda, seed) from study_mnist.sh's tables (RES/A-epsE.csv): clean
     accuracy (whole test set), the paper's number (A at e as released), the worst case over the
     default suite and the paper's attack with its 95 % interval, n, the masking warnings, and the
@@ -250,7 +230,7 @@ def ssc_points(runs, res):
             attack, eps, lam, seed = match.group(1), float(match.group(2)), int(match.group(3)), int(match.group(4))
             pick = lambda a: part[(part.attack == a) & ((part.eps - eps).abs() < 1e-9)].iloc[0]  # noqa: E731
             clean, paper, worst = part[part.attack == "clean"].iloc[0], pick(PAPER_ATTACK[attack]), pick("worst")
-            command = read_text(os.path.join(runs, label.split("/")[0], "command.txt")).strip()
+            command = read_text(os.path.join(res, "training", label.split("/")[0] + ".command.txt")).strip()
             rows.append([attack, eps, lam, seed, clean.accuracy, paper.accuracy, int(paper.n), worst.accuracy,
                          worst.ci_low, worst.ci_high, int(worst.n), " | ".join(warnings_of(md, label)), command])
     if not rows:
@@ -260,11 +240,10 @@ def ssc_points(runs, res):
         {"fgsm": 0, "pgd": 1, "mim": 2}) if c.name == "attack" else c).reset_index(drop=True)
 
 
-def sweep_timing(runs, res):
+def sweep_timing(res):
     """What the sweep's work took, from its own records (the same on every rerun): training, the sum
-    of the points' epoch times (log.csv); attacking, the sum of the jobs' times in RES/*.log."""
-    train_s = sum(read_log(runs, d).seconds.sum() for d in sorted(os.listdir(runs))
-                  if os.path.isfile(os.path.join(runs, d, "log.csv")))
+    of the points' epoch times (RES/training/); attacking, the sum of the jobs' times in RES/*.log."""
+    train_s = sum(log.seconds.sum() for log in training_records(res).values())
     attack_s = 0.0
     for name in sorted(f for f in os.listdir(res) if re.fullmatch(r"(fgsm|pgd|mim)-eps[\d.]+\.log", f)):
         attack_s += sum(float(m) for m in re.findall(r"computed in ([\d.]+) s", read_text(os.path.join(res, name))))
@@ -318,10 +297,6 @@ def points_table(points):
 
 
 _RUN = re.compile(r"^([a-z-]+?)(?:-seed-(\d+))?/final$")
-BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")    # baselines.sh's runs
-BASES = ("pgd-at", "fgsm-rs")  # what baselines.sh puts the methods on top of (BASE): RES/on-BASE/
-ON_TOP = {"split": "control: the base in the arms' warm-up + main schedule",  # baselines.sh's arms
-          "pclc": "PC + LC (training loss)", "ssc": "SSC lambda 300 (logits)", "rcc": "RCC lambda 15 (features)"}
 PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 
 
@@ -385,7 +360,7 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
     def clean(method, seeds):
         rows = t[(t.method == method) & (t.attack == "clean") & t.seed.isin(seeds)]
         return mean_sd(100 * rows.accuracy) if len(rows) else "-"
-    for method, label in ON_TOP.items():
+    for method, (_, label) in ON_TOP.items():
         part = t[(t.method == method) & (t.attack == "worst")]
         for eps in eps_grid:
             rows = part[(part.eps - eps).abs() < 1e-9].sort_values("seed")
@@ -483,76 +458,20 @@ def baselines_section(res, total_s):
         "|---|---|---|---|", *times, ""])
 
 
-def ssc_points_command(args, seconds):
-    runs, res, figure = args[:3]
-    points = ssc_points(runs, res)
+def ssc_points_write_up(res, figure, results, seconds, grid):
+    """points.csv, points.md, timing.json, the figure and the section of the MNIST-figure study."""
+    points = ssc_points(res)
     atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
     plot_points(points, figure)
     table = points_table(points)
-    text = (f"Made by `bash studies/study_mnist.sh` ({seconds[0] / 60:.1f} min; 0 when everything was done). "
+    text = (f"Made by `bash studies/study_mnist.sh` ({seconds / 60:.1f} min; 0 when everything was done). "
             f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
             f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
     atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
-    timing = dict(sweep_timing(runs, res), last_invocation_s=seconds[0], points=len(points),
-                  cores=os.cpu_count(), grid=args[4], date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
+    timing = dict(sweep_timing(res), last_invocation_s=seconds, points=len(points),
+                  cores=os.cpu_count(), grid=grid, date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
     atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
-    results = results_beside(res)
     write_section(results, "mnist-ssc-protocol", "\n".join([
         "## The title paper's MNIST figure in its own protocol (`bash studies/study_mnist.sh`)", "", text,
         f"![the title paper's MNIST figure](Figures/{os.path.basename(figure)})", ""]))
     print(table)
-    print(f"written: {res}/points.csv, {res}/points.md, {figure}, {results} (its section)")
-
-
-def baselines_command(args, seconds):
-    res = args[0]
-    text = baselines_section(res, seconds[0])
-    atomic_write(os.path.join(res, "summary.md"), lambda f: f.write(text.encode()))
-    results = results_beside(res)
-    write_section(results, "mnist-baselines", text)
-    print(text)
-    print(f"written: {res}/summary.md, {results} (its section)")
-
-
-def reproduce_command(args, seconds):
-    dataset, runs, res, out = args[:4]
-    if dataset not in REPRO_RUNS:
-        raise UserError(f"dataset {dataset} is out of range: reproduce.sh runs {', '.join(REPRO_RUNS)}")
-    text, summary = reproduce_section(dataset, runs, res, out, *seconds)
-    write_section(os.path.join(out, "RESULTS.md"), f"reproduce-{dataset}", text)
-    print(summary)
-    print(f"written: {os.path.join(out, 'RESULTS.md')} (the {dataset} section)")
-
-
-def study_command(args, seconds):
-    runs, res, best = args[:3]
-    text, table = study_section(runs, res, best, seconds[0], "Figures/fashion-mnist-ssc-lambda-study.png")
-    atomic_write(os.path.join(res, "study.md"), lambda f: f.write(text.encode()))
-    write_section("RESULTS.md", "study", text)
-    print("\n".join(table))
-    print(f"written: {res}/study.md, Figures/fashion-mnist-ssc-lambda-study.png, RESULTS.md (study section)")
-
-
-# command: (its function, how many arguments, which of them are seconds)
-COMMANDS = {"reproduce": (reproduce_command, 6, slice(4, 6)), "study": (study_command, 4, slice(3, 4)),
-            "ssc-points": (ssc_points_command, 5, slice(3, 4)), "baselines": (baselines_command, 2, slice(1, 2)),
-            "best-lambda": (lambda args, seconds: print(best_lambda(args[0])), 1, slice(0, 0))}
-
-
-def main(argv):
-    usage = ("usage: python -m robustlib.report reproduce DATASET RUNS RES OUT TRAINED_S TOTAL_S | best-lambda CSV | "
-             "study RUNS RES BEST TOTAL_S | ssc-points RUNS RES FIGURE TOTAL_S GRID | baselines RES TOTAL_S")
-    if not argv or argv[0] not in COMMANDS or len(argv) != COMMANDS[argv[0]][1] + 1:
-        raise UserError(usage)
-    command, _, timing = COMMANDS[argv[0]]
-    args = argv[1:]
-    try:
-        seconds = [float(a) for a in args[timing]]
-    except ValueError:
-        raise UserError(usage) from None
-    command(args, seconds)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

@@ -31,7 +31,7 @@ START=$(date +%s)
 # 1. the probe: one epoch of every run, all at once, in a scratch folder
 probe=$(mktemp -d)
 t0=$(date +%s)
-BASELINES_OUT=$probe BUDGET=gpu GPU_EPOCHS=2 GPU_EXTRA="--adv_steps=$PROBE_STEPS --adv_step_size=0.01" \
+STUDY_OUT=$probe BUDGET=gpu GPU_EPOCHS=2 GPU_EXTRA="--adv_steps=$PROBE_STEPS --adv_step_size=0.01" \
   EXTRA="$EXTRA --epochs=1" STAGE=train PARALLEL=true bash studies/baselines.sh | tee "$probe/probe.out"
 probe_s=$(( $(date +%s) - t0 ))
 # 2. the epochs that fit: per run, (its wall time - its epochs' seconds) is its start and evaluation;
@@ -60,7 +60,7 @@ echo "GPU_EPOCHS=$E (sized by gpu.sh: TRAIN_S=$TRAIN_S PROBE_STEPS=$PROBE_STEPS,
 
 # 3. the training, all runs at once
 t0=$(date +%s)
-BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" EXTRA="$EXTRA" STAGE=train PARALLEL=true bash studies/baselines.sh
+STUDY_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" EXTRA="$EXTRA" STAGE=train PARALLEL=true bash studies/baselines.sh
 echo "training took $(( $(date +%s) - t0 )) s"
 pack() {  # pack NAME PATHS...: a gzipped tar of PATHS (relative to GPU_OUT), split at 15 MB
   [ -n "$PACK" ] || return 0
@@ -76,7 +76,7 @@ pack runs -T "$list"
 # 4. the tables, all at once, for at most ATTACK_S seconds
 t0=$(date +%s)
 status=0
-BASELINES_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" STAGE=attack PARALLEL=true \
+STUDY_OUT=$GPU_OUT BUDGET=gpu GPU_EPOCHS=$E GPU_EXTRA="${GPU_EXTRA:-}" STAGE=attack PARALLEL=true \
   ATTACK_EXTRA="--n=$N --n_strong=$N ${ATTACK_EXTRA:-}" timeout "$ATTACK_S" bash studies/baselines.sh || status=$?
 echo "attacks took $(( $(date +%s) - t0 )) s (status $status; 124: stopped at ATTACK_S, finish with STAGE=attack)"
 pack results results/mnist-baselines

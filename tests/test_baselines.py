@@ -13,7 +13,7 @@ ENV = dict(BUDGET="tiny", EXTRA="--dataset=digits", EPS="0.1,0.3",
 
 
 def baselines(root, out, **extra):
-    return run_script("studies/baselines.sh", dict(ENV, BASELINES_OUT=str(out), **extra))
+    return run_script("studies/baselines.sh", dict(ENV, STUDY_OUT=str(out), **extra))
 
 
 @pytest.mark.slow

@@ -1,18 +1,26 @@
-"""report.py: RESULTS.md's sections from the runs' files, on small hand-made inputs."""
+"""report.py: RESULTS.md's sections from the files under results/ alone (the runs' records in
+RES/training/), on small hand-made inputs, written through the runner's STAGE=report."""
+import json
 import os
 
 import pandas as pd
 import pytest
 
-from robustlib import report
+from robustlib import report, studies
+from robustlib import study as runner
 from robustlib.errors import run
 
 
-def log(path, test_acc, gap, seconds, epochs=2):
-    os.makedirs(path, exist_ok=True)
+def log(res, name, test_acc, gap, seconds, epochs=2):
+    """A run's training record as the runner keeps it: RES/training/NAME.log.csv."""
+    os.makedirs(res / "training", exist_ok=True)
     pd.DataFrame({"phase": ["main"] * epochs, "epoch": range(1, epochs + 1), "test_acc": [0.1] * (epochs - 1) + [test_acc],
                   "prob_gap": [0.0] * (epochs - 1) + [gap], "seconds": [seconds] * epochs}).to_csv(
-        os.path.join(path, "log.csv"), index=False)
+        res / "training" / f"{name}.log.csv", index=False)
+
+
+def invocation(res, **seconds):
+    (res / "invocation.json").write_text(json.dumps(seconds))
 
 
 def worst_rows(checkpoint, acc03, acc06):
@@ -22,22 +30,23 @@ def worst_rows(checkpoint, acc03, acc06):
 
 @pytest.fixture
 def study(tmp_path):
-    runs, res = tmp_path / "runs", tmp_path / "res"
-    res.mkdir()
+    res = tmp_path / "out" / "results" / "ssc-study"
+    res.mkdir(parents=True)
     rows = []
     table = {"lambda-0": [(0.50, 0.20), (0.54, 0.22), (0.52, 0.18)], "lambda-10": [(0.61, 0.30)],
              "lambda-300": [(0.58, 0.35), (0.60, 0.33), (0.62, 0.31)], "rcc": [(0.70, 0.40)]}
     for name, seeds in table.items():
         for seed, (a, b) in enumerate(seeds):
-            log(runs / f"{name}-seed-{seed}", 0.8 + seed / 100, 0.5, 10.0)
+            log(res, f"{name}-seed-{seed}", 0.8 + seed / 100, 0.5, 10.0)
             rows += worst_rows(f"{name}-seed-{seed}/final", a, b)
     pd.DataFrame(rows).to_csv(res / "robustness.csv", index=False)
     (res / "robustness.md").write_text("THE ATTACK TABLE\n")
-    return runs, res
+    invocation(res, total_s=60.0)
+    return res
 
 
 def test_best_lambda_ignores_lambda_0_and_rcc(study):
-    runs, res = study
+    res = study
     assert report.best_lambda(res / "robustness.csv") == "10"  # 61 % at 0.03; rcc's 70 % does not count
     frame = pd.read_csv(res / "robustness.csv")
     frame = frame[~frame.checkpoint.str.startswith("lambda-10-")]
@@ -46,9 +55,9 @@ def test_best_lambda_ignores_lambda_0_and_rcc(study):
 
 
 def test_study_rows_interval_or_spread(study):
-    runs, res = study
+    res = study
     t = report.study_table(res / "robustness.csv")
-    clean = {name: report.read_log(runs, name).test_acc.iloc[-1] for name in os.listdir(runs)}
+    clean = {name: log.test_acc.iloc[-1] for name, log in report.training_records(res).items()}
     rows, points = report.study_rows(t, clean)
     assert rows[0] == "| lambda 0 (plain FGSM adversarial training) | 3 | 81.00 | 52.0 ± 2.0 (sd) | 20.0 ± 2.0 (sd) |"
     assert rows[1] == "| SSC lambda 10 | 1 | 80.00 | 61.0 [56.0, 66.0] | 30.0 [25.0, 35.0] |"
@@ -58,28 +67,37 @@ def test_study_rows_interval_or_spread(study):
     assert points[0.06][2][1:] == pytest.approx((33.0, 2.0))
 
 
-def repro_inputs(tmp_path, dataset, accs):
-    """What reproduce.sh leaves for one dataset: the runs' logs, the attack table, the figures' note."""
-    runs, res, out = tmp_path / "repro" / dataset, tmp_path / f"res-{dataset}", tmp_path / "out"
+def repro_inputs(tmp_path, dataset, accs, trained_s, total_s):
+    """What the reproduction leaves under results/ for one dataset: the runs' records, the attack
+    table, the invocation's seconds; and the figures' note."""
+    out = tmp_path / "out"
+    res = out / "results" / f"{dataset}-lenet5"
+    res.mkdir(parents=True)
     rows = []
-    for name, acc in zip(report.REPRO_RUNS[dataset], accs):
-        log(runs / name, acc, 0.6, 30.0, epochs=3)
+    for name, acc in zip(studies.reproduce_runs(dataset), accs):
+        log(res, name, acc, 0.6, 30.0, epochs=3)
         rows.append(dict(checkpoint=f"{name}/final", attack="clean", eps=0.0, accuracy=acc, ci_low=acc - 0.01,
                          ci_high=acc + 0.01, n=10000, budget="standard"))
         for eps in (0.1, 0.3):
             rows.append(dict(checkpoint=f"{name}/final", attack="worst", eps=eps, accuracy=acc - eps,
                              ci_low=acc - eps - 0.05, ci_high=acc - eps + 0.05, n=200, budget="standard"))
-    res.mkdir()
     pd.DataFrame(rows).to_csv(res / "robustness.csv", index=False)
     (res / "robustness.md").write_text(f"REPRO TABLE {dataset}\n")
+    invocation(res, trained_s=trained_s, total_s=total_s)
     (out / "Figures").mkdir(parents=True, exist_ok=True)
     (out / "Figures" / f"{dataset}-lenet5-figures.md").write_text(f"# Figures for {dataset}\n")
-    return runs, res, out
+    return res, out
+
+
+def write_up(name, out, **settings):
+    """The study's write-up alone, as `STAGE=report python -m robustlib.study NAME` makes it."""
+    return run(runner.main, [name, "STAGE=report", f"STUDY_OUT={out}", *(f"{k}={v}" for k, v in settings.items())])
 
 
 def test_summary_table_worst_per_eps_and_published_rows(tmp_path):
-    runs, res, out = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95))
-    lines = report.summary_table(res, "mnist", report.REPRO_RUNS["mnist"]).splitlines()
+    res, out = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95), 60, 90)
+    runs = list(studies.reproduce_runs("mnist"))
+    lines = report.summary_table(res, "mnist", runs).splitlines()
     assert lines[0] == "| model | clean (%) | worst eps 0.1 (%) | worst eps 0.3 (%) |"
     assert lines[2] == "| ce | 99.0 [98.0, 100.0] | 89.0 [84.0, 94.0] | 69.0 [64.0, 74.0] |"
     assert lines[4] == "| adv | 95.0 [94.0, 96.0] | 85.0 [80.0, 90.0] | 65.0 [60.0, 70.0] |"
@@ -88,16 +106,14 @@ def test_summary_table_worst_per_eps_and_published_rows(tmp_path):
     frame = pd.read_csv(res / "robustness.csv")
     frame[frame.checkpoint != "pclc/final"].to_csv(res / "robustness.csv", index=False)
     with pytest.raises(report.UserError, match="pclc/final"):
-        report.summary_table(res, "mnist", report.REPRO_RUNS["mnist"])
+        report.summary_table(res, "mnist", runs)
 
 
-def test_sections_replace_only_their_own_part(study, tmp_path, monkeypatch):
-    runs, res = study
-    fashion = repro_inputs(tmp_path, "fashion-mnist", (0.91, 0.9, 0.8, 0.79))
-    mnist = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95))
-    out = fashion[2]
+def test_sections_replace_only_their_own_part(study, tmp_path):
+    repro_inputs(tmp_path, "fashion-mnist", (0.91, 0.9, 0.8, 0.79), 120, 300)
+    _, out = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95), 60, 90)
     (out / "RESULTS.md").write_text("# old head\n\n<!-- study -->\nOLD STUDY\n<!-- /study -->\n")
-    assert report.main(["reproduce", "fashion-mnist", *map(str, fashion), "120", "300"]) == 0
+    assert write_up("reproduce", out, DATASETS="fashion-mnist") == 0
     text = (out / "RESULTS.md").read_text()
     assert "old head" not in text and text.endswith("<!-- study -->\nOLD STUDY\n<!-- /study -->\n")
     assert text.startswith("# Results\n\n<!-- reproduce-fashion-mnist -->\n## LeNet-5 on Fashion-MNIST")
@@ -105,34 +121,40 @@ def test_sections_replace_only_their_own_part(study, tmp_path, monkeypatch):
     assert "took 5.0 min, of which 2.0 min training" in text and "training all 4 runs takes 6.0 min" in text
     assert "REPRO TABLE fashion-mnist" in text and "### Figures for fashion-mnist" in text
     assert "| PGD-AT: published, Croce, Andriushchenko & Hein 2019, 1,000 points | 88.46 | <= 78.5 (published) | - |" in text
-    assert report.main(["reproduce", "mnist", *map(str, mnist), "60", "90"]) == 0
+    assert write_up("reproduce", out, DATASETS="mnist") == 0
     both = (out / "RESULTS.md").read_text()
     fashion_part = text.split("<!-- study -->")[0]
     assert both.startswith(fashion_part)  # the Fashion-MNIST section unchanged, MNIST's after it
     assert both.index("<!-- reproduce-mnist -->") < both.index("<!-- study -->")
     assert "REPRO TABLE mnist" in both and "training all 3 runs takes 4.5 min" in both
     assert "OLD STUDY" in both and "Figures/mnist-lenet5-tsne.png" in both
-    monkeypatch.chdir(out)
-    assert report.main(["study", str(runs), str(res), "10", "60"]) == 0
+    assert write_up("lambda-study", out) == 0
     after = (out / "RESULTS.md").read_text()
     assert after.startswith(both.split("<!-- study -->")[0])  # both reproductions unchanged
     assert "OLD STUDY" not in after and "Best lambda > 0 by the worst case at eps 0.03 (seed 0): 10" in after
     assert after.count("<!-- study -->") == 1 and "THE ATTACK TABLE" in after
-    assert (res / "study.md").read_text() in after
+    assert (study / "study.md").read_text() in after
     assert (out / "Figures" / "fashion-mnist-ssc-lambda-study.png").stat().st_size > 0
-    assert report.main(["reproduce", "mnist", *map(str, mnist), "60", "30"]) == 0  # rewritten alone
+    invocation(out / "results" / "mnist-lenet5", trained_s=60, total_s=30)
+    assert write_up("reproduce", out, DATASETS="mnist") == 0  # rewritten alone
     again = (out / "RESULTS.md").read_text()
     assert again.replace("took 0.5 min", "took 1.5 min") == after and after.count("<!-- reproduce-mnist -->") == 1
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
-    assert run(report.main, ["study"]) == 2
-    assert run(report.main, ["reproduce", "mnist", str(tmp_path), str(tmp_path), str(tmp_path), "x", "1"]) == 2
-    assert run(report.main, ["reproduce", "mnist", str(tmp_path), str(tmp_path), str(tmp_path), "1", "1"]) == 2
-    assert run(report.main, ["reproduce", "cifar10", str(tmp_path), str(tmp_path), str(tmp_path), "1", "1"]) == 2
+    res, out = repro_inputs(tmp_path, "mnist", (0.99, 0.98, 0.95), 60, 90)
+    assert run(runner.main, ["nosuch"]) == 2
+    assert write_up("reproduce", out, DATASETS="cifar10") == 2
+    assert write_up("reproduce", out, DATASETS="mnist", COLOUR="red") == 2
+    os.remove(res / "training" / "pclc.log.csv")
+    assert write_up("reproduce", out, DATASETS="mnist") == 2
+    os.remove(res / "invocation.json")
+    assert write_up("reproduce", out, DATASETS="mnist") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
-    assert "log.csv is missing" in err[2] and "cifar10 is out of range" in err[3]
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+    assert err[1] == "error: DATASETS=cifar10 is out of range: allowed fashion-mnist, mnist (digits for tests)"
+    assert "COLOUR=red: settings are SETTING=VALUE" in err[2]
+    assert "training holds no record of pclc" in err[3] and "invocation.json is missing" in err[4]
 
 
 def test_warnings_of_finds_every_warning_of_its_label():

@@ -15,7 +15,7 @@ ENV = dict(GRID="tiny", EPOCHS="1", EXTRA="--dataset=digits --lr=0.05",
 
 
 def sweep(root, out, **extra):
-    return run_script("studies/study_mnist.sh", dict(ENV, SWEEP_OUT=str(out), **extra))
+    return run_script("studies/study_mnist.sh", dict(ENV, STUDY_OUT=str(out), **extra))
 
 
 @pytest.mark.slow

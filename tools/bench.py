@@ -516,7 +516,7 @@ def main_job(quick):
 
 
 def reproduce_job(quick):
-    """bash reproduce.sh's Fashion-MNIST part from scratch into a temporary folder (REPRO_OUT), timed."""
+    """bash reproduce.sh's Fashion-MNIST part from scratch into a temporary folder (STUDY_OUT), timed."""
     if quick:
         return {"reproduce_minutes": dict(value=None, target=15.0, target_is="max", met=None,
                                           what="bash reproduce.sh: skipped in --quick")}
@@ -524,7 +524,7 @@ def reproduce_job(quick):
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         subprocess.run(["bash", "studies/reproduce.sh"], check=True, capture_output=True, cwd=here,
-                       env=dict(os.environ, REPRO_OUT=out, PYTHON=sys.executable, DATASETS="fashion-mnist"))
+                       env=dict(os.environ, STUDY_OUT=out, PYTHON=sys.executable, DATASETS="fashion-mnist"))
         took = time.perf_counter() - start
     return {"reproduce_minutes": figure(took / 60, 15.0, "max", f"DATASETS=fashion-mnist bash reproduce.sh from scratch (4 trainings, "
                                         f"the default suite on 4 checkpoints, figures), minutes on {os.cpu_count()} cores")}

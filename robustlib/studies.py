@@ -1,0 +1,252 @@
+"""Every study of this repository, each one definition: its settings, its runs and tables (the
+plan), and its write-up (the tables, figures and RESULTS.md section it writes, from results/ alone).
+`python -m robustlib.study NAME` runs one (study.py: the runner); `bash studies/NAME.sh` is the same.
+A new study is one entry of STUDIES.
+"""
+import os
+import re
+import subprocess
+import sys
+
+from .checkpoints import atomic_write
+from .errors import RunError
+from .study import ANY, REPO, SETTLE, Setting, Step, Study, choice, words
+
+
+def natural(names):
+    """Names in the order `sort -V` gives (numbers by value)."""
+    return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+
+
+def write(path, text):
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# ---- reproduce: PC-LC's comparison on the offline datasets (docs/reproduction.md) ----------------------
+# per dataset: CE (16 epochs), CE -> PC + 0.05 LC (8 + 8), PGD adversarial training (CE(X) + CE(X_adv),
+# two phases of 4) and on Fashion-MNIST also with the structural constraint lambda 100; every checkpoint
+# attacked with adv_testing.py's default suite at --budget=standard; the figures; the section
+REPRO_ADV = {"fashion-mnist": "--adv_eps=0.1 --adv_steps=3", "mnist": "--adv_eps=0.3 --adv_steps=10",
+             "digits": "--adv_eps=0.3 --adv_steps=10"}  # digits: the tests' stand-in for MNIST
+
+
+def reproduce_runs(dataset):
+    """{run name: its settings} of `dataset`'s reproduction."""
+    runs = {"ce": "--loss=ce --warmup_epochs=8 --epochs=8", "pclc": "--loss=pclc --warmup_epochs=8 --epochs=8",
+            "adv": f"--loss=ce --warmup_epochs=4 --epochs=4 --adv_train=pgd {REPRO_ADV[dataset]} --struct_lambda=0"}
+    if dataset == "fashion-mnist":
+        runs["adv-struct"] = runs["adv"].replace("--struct_lambda=0", "--struct_lambda=100")
+    return runs
+
+
+def reproduce_figures(ctx, dataset):
+    import shutil
+    fig = ctx.path("Figures")
+    os.makedirs(fig, exist_ok=True)
+    shutil.copyfile(os.path.join(ctx.res, "robustness.png"), os.path.join(fig, f"{dataset}-lenet5-robustness.png"))
+    done = subprocess.run([sys.executable, os.path.join(REPO, "studies", "make_figures.py"),
+                           f"--ce={ctx.runs}/ce/final.pt", f"--pc={ctx.runs}/pclc/final.pt", f"--out_dir={fig}",
+                           *ctx.s["FIGURE_EXTRA"].split()], cwd=REPO)
+    if done.returncode != 0:
+        raise RunError(f"make_figures.py failed on {dataset} (its output: above)")
+
+
+def reproduce_write_up(ctx, dataset, seconds):
+    from . import report
+    text, summary = report.reproduce_section(dataset, list(reproduce_runs(dataset)), ctx.res, ctx.out,
+                                             **ctx.invocation(**seconds))
+    report.write_section(ctx.path("RESULTS.md"), f"reproduce-{dataset}", text)
+    print(summary)
+
+
+def reproduce_plan(ctx):
+    for dataset in ctx.s["DATASETS"].split():
+        ctx.runs, ctx.res = ctx.path("runs", "repro", dataset), ctx.path("results", f"{dataset}-lenet5")
+        start, runs = ctx.elapsed(), reproduce_runs(dataset)
+        for name, args in runs.items():
+            yield ctx.run(name, f"--dataset={dataset}", args)
+        yield SETTLE
+        trained = ctx.elapsed() - start
+        yield ctx.table("robustness", runs, "--budget=standard")
+        yield Step(lambda d=dataset: reproduce_figures(ctx, d))
+        yield Step(lambda d=dataset, t=trained, s=start: reproduce_write_up(
+            ctx, d, dict(trained_s=t, total_s=ctx.elapsed() - s)), write_up=True)
+
+
+# ---- lambda-study: the title paper's lambda on Fashion-MNIST (docs/lambda-study.md) --------------------
+# SSC lambda in LAMBDAS (preset ssc-lambda-N: the released settings, LeNet-5, 10 epochs), seed 0; the
+# best lambda > 0 by the worst case at the training eps; RCC lambda 15; seeds 1, 2 of lambda 0 and the best
+LAMBDAS = (0, 10, 50, 100, 300, 500, 1000)
+STUDY_EPS = (0.03, 0.06)
+STUDY_FIGURE = "Figures/fashion-mnist-ssc-lambda-study.png"
+
+
+def lambda_write_up(ctx, seconds):
+    from . import report
+    best = report.best_lambda(os.path.join(ctx.res, "robustness.csv"))
+    text, table = report.study_section(ctx.res, best, ctx.invocation(**seconds)["total_s"], ctx.path(STUDY_FIGURE),
+                                       STUDY_FIGURE)
+    write(os.path.join(ctx.res, "study.md"), text)
+    report.write_section(ctx.path("RESULTS.md"), "study", text)
+    print("\n".join(table))
+
+
+def lambda_plan(ctx):
+    from . import report
+    ctx.runs, ctx.res = ctx.path("runs", "study"), ctx.path("results", "ssc-study")
+    attack = f"--eps={','.join(map(str, STUDY_EPS))} --n=1000 --n_strong=200 --budget=standard"
+    first = [f"lambda-{lam}-seed-0" for lam in LAMBDAS]
+    runs = {name: f"--preset=ssc-lambda-{name.split('-')[1]}" for name in first}
+    for name in first:
+        yield ctx.run(name, runs[name])
+    yield ctx.table("robustness", first, attack)
+    if ctx.s["STAGE"] != "report":
+        yield SETTLE
+        csv = os.path.join(ctx.res, "robustness.csv")
+        if not os.path.exists(csv):
+            print(f"{csv} is not there yet: the runs after the best lambda wait for it (STAGE=attack)")
+            return
+        best = report.best_lambda(csv)
+        print(f"best lambda by the worst case at eps {STUDY_EPS[0]}: {best}")
+        runs["rcc-seed-0"] = "--preset=ssc-lambda-0 --struct=rcc --struct_lambda=15 --struct_on=embedding"
+        for seed in (1, 2):
+            runs[f"lambda-0-seed-{seed}"] = f"--preset=ssc-lambda-0 --seed={seed}"
+            runs[f"lambda-{best}-seed-{seed}"] = f"--preset=ssc-lambda-{best} --seed={seed}"
+        for name in list(runs)[len(first):]:
+            yield ctx.run(name, runs[name])
+        yield ctx.table("robustness", natural(runs), attack)
+    yield Step(lambda: lambda_write_up(ctx, dict(total_s=ctx.elapsed())), write_up=True)
+
+
+# ---- mnist-ssc: the title paper's MNIST figure in its own protocol (docs/mnist-ssc-protocol.md) --------
+# per point (attack A, eps e, lambda, seed): preset ssc-mnist trained with A at e, attacked with A as
+# released (the paper's number) and the default suite at --budget=standard (the field's number)
+GRIDS = {  # FGSM's eps x lambdas; PGD's and MIM's panels; the points that also get seeds 1 and 2
+    "cpu": dict(fgsm_eps="0.05 0.1 0.15 0.2 0.25 0.3", fgsm_lambdas="0 10 100 300 1000", panel_eps="0.1 0.3",
+                panel_lambdas="0 300", seed_eps="0.1 0.3", seed_lambdas="0 300"),
+    "full": dict(fgsm_eps=" ".join(f"{e / 100:.2f}" for e in range(1, 31)), fgsm_lambdas="0 10 50 100 300 500 1000",
+                 panel_eps=" ".join(f"{e / 100:.2f}" for e in range(1, 31)), panel_lambdas="0 10 50 100 300 500 1000",
+                 seed_eps="0.1 0.3", seed_lambdas="0 300"),
+    "tiny": dict(fgsm_eps="0.3", fgsm_lambdas="0 300", panel_eps="0.3", panel_lambdas="0", seed_eps="0.3",
+                 seed_lambdas="0"),  # the tests' grid
+}
+PAPER_ATTACK = {"fgsm": "fgsm", "pgd": "ssc-pgd", "mim": "ssc-mim"}  # the released test attack of each panel
+SSC_FIGURE = "Figures/mnist-ssc-protocol.png"
+
+
+def mnist_ssc_write_up(ctx, seconds):
+    from . import report
+    report.ssc_points_write_up(ctx.res, ctx.path(SSC_FIGURE), ctx.path("RESULTS.md"),
+                               ctx.invocation(**seconds)["total_s"], ctx.s["GRID"])
+
+
+def mnist_ssc_plan(ctx):
+    ctx.runs, ctx.res = ctx.path("runs", "mnist-ssc"), ctx.path("results", "mnist-ssc-protocol")
+    g = GRIDS[ctx.s["GRID"]]
+    columns = [("fgsm", eps, [(lam, 0) for lam in g["fgsm_lambdas"].split()]
+                + ([(lam, seed) for lam in g["seed_lambdas"].split() for seed in (1, 2)] if eps in g["seed_eps"].split() else []))
+               for eps in g["fgsm_eps"].split()]
+    columns += [(attack, eps, [(lam, 0) for lam in g["panel_lambdas"].split()])
+                for attack in ("pgd", "mim") for eps in g["panel_eps"].split()]
+    for attack, eps, points in columns:  # one column: its points, attacked together on the same images
+        names = [f"{attack}-eps{eps}-lambda{lam}-seed{seed}" for lam, seed in points]
+        for name, (lam, seed) in zip(names, points):
+            yield ctx.run(name, f"--preset=ssc-mnist --adv_train={attack} --adv_eps={eps} --struct_lambda={lam} "
+                                f"--seed={seed} --epochs={ctx.s['EPOCHS']}")
+        yield ctx.table(f"{attack}-eps{eps}", natural(names),
+                        f"--attacks=released,autoattack,{PAPER_ATTACK[attack]} --eps={eps} --budget=standard")
+    yield Step(lambda: mnist_ssc_write_up(ctx, dict(total_s=ctx.elapsed())), write_up=True)
+
+
+# ---- baselines: the field's baselines on MNIST, and the methods on top (docs/baselines.md) -------------
+# FGSM-RS (its released recipe, 3 seeds); PGD-AT, TRADES, MART on SmallCNN at BUDGET; PC + LC, SSC, RCC
+# (and the split-schedule control where the base has a warm-up) on top of BASE, seed by seed
+BASELINES = ("fgsm-rs", "pgd-at", "trades", "mart")
+BASES = ("pgd-at", "fgsm-rs")
+ON_TOP = {  # arm: (its settings on top of the base, its label in the tables, in their order)
+    "split": ("", "control: the base in the arms' warm-up + main schedule"),
+    "pclc": ("--loss=pclc", "PC + LC (training loss)"),
+    "ssc": ("--struct=ssc --struct_lambda=300 --struct_on=logits --struct_metric=euclidean --struct_in_warmup=false",
+            "SSC lambda 300 (logits)"),
+    "rcc": ("--struct=rcc --struct_lambda=15 --struct_on=embedding --struct_in_warmup=false", "RCC lambda 15 (features)"),
+}
+
+
+def milestone(epochs):
+    """The recipe's LR decay at about 55 % of `epochs` (at least 1)."""
+    return max((epochs * 55 + 50) // 100, 1)
+
+
+def baseline_budget(s):
+    """BUDGET's SmallCNN settings (PGD-AT, TRADES, MART: recipe 100 epochs, 40 x 0.01, LR x 0.1 at 55),
+    its seeds, the warm-up of the arms on top of PGD-AT (half its epochs on PGD-AT alone, each phase
+    with the recipe's decay), and settings for every run."""
+    if s["BUDGET"] == "gpu":
+        e = int(s["GPU_EPOCHS"])
+        h = max(e // 2, 1)
+        return dict(smallcnn=f"--epochs={e} --milestones={milestone(e)} {s['GPU_EXTRA']}", seeds="0 1 2",
+                    warm=f"--warmup_epochs={h} --epochs={h} --milestones={milestone(h)}", every="")
+    return dict(cpu=dict(smallcnn="--epochs=4 --adv_steps=10 --adv_step_size=0 --milestones=3", seeds="0 1 2",
+                         warm="--warmup_epochs=2 --epochs=2 --milestones=1", every=""),
+                full=dict(smallcnn="", seeds="0 1 2", warm="--warmup_epochs=50 --epochs=50 --milestones=28", every=""),
+                tiny=dict(smallcnn="--epochs=1 --adv_steps=2 --adv_step_size=0 --milestones=1", seeds="0",
+                          warm="--warmup_epochs=1 --epochs=1 --milestones=1", every="--epochs=1"))[s["BUDGET"]]
+
+
+def baselines_write_up(ctx, seconds):
+    from . import report
+    text = report.baselines_section(ctx.res, ctx.invocation(**seconds)["total_s"])
+    write(os.path.join(ctx.res, "summary.md"), text)
+    report.write_section(ctx.path("RESULTS.md"), "mnist-baselines", text)
+    print(text)
+
+
+def baselines_plan(ctx):
+    s, b = ctx.s, baseline_budget(ctx.s)
+    ctx.runs, ctx.res = ctx.path("runs", "mnist-baselines"), ctx.path("results", "mnist-baselines")
+    seeds, base, every = (s["SEEDS"] or b["seeds"]).split(), s["BASE"], b["every"]
+    own = {"pgd-at": b["smallcnn"], "fgsm-rs": ""}[base]  # the base's settings beside its preset
+    warm = {"pgd-at": b["warm"], "fgsm-rs": ""}[base]  # FGSM-RS: its cyclic schedule is not split
+    arms = [arm for arm in sorted(ON_TOP, key=lambda a: a == "split") if arm != "split" or warm]  # the control last
+    if s["PART"] != "on-top":
+        yield ctx.run("pgd-at-seed-0", "--preset=pgd-at-mnist --seed=0", b["smallcnn"], every)
+        for method in ("trades", "mart"):
+            yield ctx.run(method, f"--preset={method}-mnist", b["smallcnn"], every)
+        for seed in seeds:
+            yield ctx.run(f"fgsm-rs-seed-{seed}", f"--preset=fgsm-rs-mnist --seed={seed}", every)
+    if s["PART"] != "baselines":
+        for seed in seeds:
+            yield ctx.run(f"{base}-seed-{seed}", f"--preset={base}-mnist --seed={seed}", own, every)
+            for arm in arms:
+                yield ctx.run(f"on-{base}/{arm}-seed-{seed}", f"--preset={base}-mnist --seed={seed}", own, warm,
+                              ON_TOP[arm][0], every)
+    yield SETTLE
+    baselines = ["pgd-at-seed-0", "trades", "mart", "fgsm-rs-seed-0"]
+    if s["PART"] != "on-top":
+        yield ctx.table("baselines", baselines, f"--eps={s['EPS']} --budget=standard")
+        # the default quick budget (10 iterations) at the largest eps: does it part from the standard one?
+        yield ctx.table("quick-budget/baselines", baselines, f"--eps={s['EPS'].split(',')[-1]} --budget=quick")
+    if s["PART"] != "baselines":
+        for seed in seeds:
+            yield ctx.table(f"on-{base}/seed-{seed}", [f"{base}-seed-{seed}"] + [f"on-{base}/{a}-seed-{seed}" for a in arms],
+                            f"--eps={s['EPS']} --budget=standard")
+    yield SETTLE
+    yield Step(lambda: baselines_write_up(ctx, dict(total_s=ctx.elapsed())), write_up=True)
+
+
+STUDIES = {
+    "reproduce": Study("PC-LC's comparison per dataset", dict(
+        DATASETS=Setting("fashion-mnist mnist", **words(r"fashion-mnist|mnist|digits",
+                                                         "allowed fashion-mnist, mnist (digits for tests)")),
+        FIGURE_EXTRA=Setting("", **ANY)), reproduce_plan),
+    "lambda-study": Study("the title paper's lambda on Fashion-MNIST", {}, lambda_plan),
+    "mnist-ssc": Study("the title paper's MNIST figure in its own protocol", dict(
+        GRID=Setting("cpu", **choice(*GRIDS)), EPOCHS=Setting("3", **words(r"[1-9]\d*", "a whole number >= 1"))),
+        mnist_ssc_plan),
+    "baselines": Study("the field's baselines on MNIST and the methods on top", dict(
+        PART=Setting("all", **choice("all", "baselines", "on-top")), BUDGET=Setting("cpu", **choice("cpu", "full", "gpu", "tiny")),
+        GPU_EPOCHS=Setting("100", **words(r"[1-9]\d*", "a whole number >= 1")), GPU_EXTRA=Setting("", **ANY),
+        EPS=Setting("0.1,0.2,0.3", **ANY), BASE=Setting("pgd-at", **choice(*BASES)),
+        SEEDS=Setting("", allowed=lambda v: re.fullmatch(r"(\d+( \d+)*)?", v) is not None,
+                      text="seeds as whole numbers separated by spaces")), baselines_plan),
+}
