@@ -94,6 +94,58 @@ class _APGDMargin(ta.APGD):
         return self.loss_fn(x, y)
 
 
+def _into_ball(x, delta, eps):
+    """delta clipped to the eps ball and to the image x + delta in [0, 1]."""
+    delta = delta.clamp(-eps, eps)
+    return torch.max(torch.min(delta, 1 - x), -x)
+
+
+def _feature_pull(model, eps, k):
+    """The feature-space attack aimed at SSC and RCC, which shape where each class sits in the
+    embedding (or the logits): `apgd_steps` signed steps that pull each sample's embedding
+    (model.embed, else the logits) toward the mean clean embedding of the nearest other class in the
+    batch, then `apgd_steps` steps on that class's logit margin (z_t - z_y) from where the pull ended,
+    from a seeded uniform start; a point misclassified at any step is the one returned (nothing fooled
+    mid-run is lost). Step size eps / 4, halved at each phase's half and again at three quarters."""
+    def outputs(x):  # (features, logits): one forward pass; this project's models are head(embed(x))
+        if hasattr(model, "embed") and hasattr(model, "head"):
+            emb = model.embed(x)
+            return emb, model.head(emb)
+        z = model(x)
+        return z, z
+
+    def run(x, y):
+        with torch.no_grad():
+            (emb, logits), classes = outputs(x), y.unique()
+            means = torch.stack([emb[y == c].mean(0) for c in classes])
+            dist = torch.cdist(emb, means).masked_fill(classes[None, :] == y[:, None], float("inf"))
+            nearest = dist.argmin(1)
+            mu = means[nearest]
+            target = torch.where(torch.isinf(dist.min(1).values), (y + 1) % logits.shape[1], classes[nearest])
+        generator = torch.Generator(device=x.device).manual_seed(k.seed)
+        delta = _into_ball(x, (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps, eps)
+        best, fooled = x.clone(), torch.zeros(len(y), dtype=torch.bool, device=x.device)
+        steps = k.apgd_steps
+        for i in range(2 * steps + 1):
+            delta.requires_grad_(True)
+            with torch.enable_grad():
+                emb, z = outputs(x + delta)
+                if i < steps:
+                    loss = -((emb - mu) ** 2).sum(1)
+                else:
+                    loss = z.gather(1, target[:, None])[:, 0] - z.gather(1, y[:, None])[:, 0]
+                grad, = torch.autograd.grad(loss.sum(), [delta]) if i < 2 * steps else (None,)
+            now = (z.argmax(1) != y) & ~fooled
+            best[now], fooled = (x + delta)[now].detach(), fooled | now
+            if grad is None:
+                break
+            phase = (i % steps) / steps
+            alpha = eps / 4 * (0.5 if phase >= 0.5 else 1.0) * (0.5 if phase >= 0.75 else 1.0)
+            delta = _into_ball(x, delta.detach() + alpha * torch.sign(grad), eps)
+        return torch.where(fooled.view((-1,) + (1,) * (x.dim() - 1)), best, x + delta.detach())
+    return run
+
+
 def _noise(eps, seed):
     """Uniform noise in the eps ball, clipped to the image: the floor a real attack must beat."""
     def run(x, y):
@@ -175,6 +227,8 @@ ATTACKS = {
         m, probability_margin, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, seed=k.seed)),
     "apgd-dlr": Attack(True, True, True, _APGD, lambda m, e, k: ta.APGD(
         m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="dlr", seed=k.seed)),
+    # for SSC and RCC: pull the embedding toward the nearest other class, then its logit margin
+    "feature-pull": Attack(True, True, True, ("apgd_steps", "seed"), lambda m, e, k: _feature_pull(m, e, k)),
     # not an attack: the floor (a real attack that does worse than noise is broken; evaluation's
     # black-box check says so, since noise reads no gradient)
     "noise": Attack(False, False, False, ("seed",), lambda m, e, k: _noise(e, k.seed)),
@@ -185,7 +239,7 @@ ATTACKS = {
 TRAINING_ONLY = ("fgsm-rs", "fgsm-rs-clamped", "pgd-es", "trades", "mart")  # training's inner attacks: adv_testing.py does not offer them
 SUITES = {"released": ["fgsm", "mim", "pgd", "spsa"],           # the PC-LC notebook's set
           "autoattack": ["apgd-ce", "apgd-t", "fab-t", "square"],  # Croce & Hein's standard version
-          "adaptive": ["apgd-pm", "apgd-dlr"]}                        # aimed at the defenses' objectives
+          "adaptive": ["apgd-pm", "apgd-dlr", "feature-pull"]}        # aimed at the defenses' objectives
 # AutoAttack standard as one cascade (each attack only on what the previous ones left)
 ATTACKS["autoattack-cascade"] = Attack(
     True, True, True, tuple(dict.fromkeys(f for a in SUITES["autoattack"] for f in ATTACKS[a].reads)),

@@ -23,7 +23,8 @@ PUBLISHED = {
     "digits": [],
 }
 TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "digits": "digits"}
-SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "study", "mnist-ssc-protocol",
+SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "ce-vs-pclc-fashion-mnist",
+            "ce-vs-pclc-mnist", "ce-vs-pclc-digits", "study", "mnist-ssc-protocol",
             "mnist-baselines")
 _SECTION = re.compile(r"<!-- ([\w-]+) -->\n(.*?)<!-- /\1 -->\n", flags=re.S)
 

@@ -73,6 +73,44 @@ def reproduce_plan(ctx):
             ctx, d, dict(trained_s=t, total_s=ctx.elapsed() - s)), write_up=True)
 
 
+# ---- ce-vs-pclc: CE against PC + LC over seeds on 1,000 images, the adaptive suite included ---------------
+# per dataset and seed: reproduce's ce and pclc runs (--seed=N), attacked together with the default
+# suite, the adaptive suite and the noise floor at --budget=standard on N images (every attack on all);
+# the write-up: per eps the difference PC + LC - CE per seed, mean ± sd and the paired t over seeds
+CE_PCLC_EPS = {"fashion-mnist": "0.02,0.05,0.1", "mnist": "0.05,0.1,0.15", "digits": "0.1,0.3"}
+CE_PCLC_ATTACKS = "--attacks=released,autoattack,adaptive,noise --budget=standard"
+
+
+def ce_pclc_write_up(ctx, dataset, seeds):
+    from . import findings, report
+    rel = os.path.relpath(ctx.res, ctx.out)
+    rows = [dict(claim=f"PC + LC vs CE, {report.TITLES[dataset]}", table=f"{rel}/seed-{{seed}}", seeds=seeds,
+                 method="pclc/final", reference="ce/final", eps=float(eps), page="docs/reproduction.md")
+            for eps in CE_PCLC_EPS[dataset].split(",")]
+    text = "\n".join([f"## CE vs PC + LC over seeds, {report.TITLES[dataset]} (`bash studies/ce_vs_pclc.sh`)", "",
+                      f"Seeds {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
+                      f"floor at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
+                      f"({rel}/seed-N.md); the difference is PC + LC minus CE, mean ± sd over seeds with the paired t "
+                      "test over seeds and each seed's exact McNemar p.", "", findings.table(rows, ctx.out), ""])
+    write(os.path.join(ctx.res, "summary.md"), text)
+    report.write_section(ctx.path("RESULTS.md"), f"ce-vs-pclc-{dataset}", text)
+    print(text)
+
+
+def ce_pclc_plan(ctx):
+    seeds = [int(seed) for seed in ctx.s["SEEDS"].split()]
+    for dataset in ctx.s["DATASETS"].split():
+        ctx.runs, ctx.res = ctx.path("runs", "ce-vs-pclc", dataset), ctx.path("results", "ce-vs-pclc", dataset)
+        for seed in seeds:
+            for arm in ("ce", "pclc"):
+                yield ctx.run(f"seed-{seed}/{arm}", f"--dataset={dataset}", reproduce_runs(dataset)[arm], f"--seed={seed}")
+        yield SETTLE
+        for seed in seeds:
+            yield ctx.table(f"seed-{seed}", [f"seed-{seed}/ce", f"seed-{seed}/pclc"], CE_PCLC_ATTACKS,
+                            f"--eps={CE_PCLC_EPS[dataset]} --n={ctx.s['N']} --n_strong={ctx.s['N']}")
+        yield Step(lambda d=dataset: ce_pclc_write_up(ctx, d, seeds), write_up=True)
+
+
 # ---- lambda-study: the title paper's lambda on Fashion-MNIST (docs/lambda-study.md) --------------------
 # SSC lambda in LAMBDAS (preset ssc-lambda-N: the released settings, LeNet-5, 10 epochs), seed 0; the
 # best lambda > 0 by the worst case at the training eps; RCC lambda 15; seeds 1, 2 of lambda 0 and the best
@@ -239,6 +277,11 @@ STUDIES = {
         DATASETS=Setting("fashion-mnist mnist", **words(r"fashion-mnist|mnist|digits",
                                                          "allowed fashion-mnist, mnist (digits for tests)")),
         FIGURE_EXTRA=Setting("", **ANY)), reproduce_plan),
+    "ce-vs-pclc": Study("CE against PC + LC over seeds with the adaptive suite", dict(
+        DATASETS=Setting("fashion-mnist mnist", **words(r"fashion-mnist|mnist|digits",
+                                                         "allowed fashion-mnist, mnist (digits for tests)")),
+        SEEDS=Setting("0 1 2", **words(r"\d+", "seeds as whole numbers separated by spaces")),
+        N=Setting("1000", **words(r"[1-9]\d*", "a whole number >= 1"))), ce_pclc_plan),
     "lambda-study": Study("the title paper's lambda on Fashion-MNIST", {}, lambda_plan),
     "mnist-ssc": Study("the title paper's MNIST figure in its own protocol", dict(
         GRID=Setting("cpu", **choice(*GRIDS)), EPOCHS=Setting("3", **words(r"[1-9]\d*", "a whole number >= 1"))),

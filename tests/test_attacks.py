@@ -156,7 +156,7 @@ def test_noise_is_the_seeded_floor():
     assert torch.equal(one, attacks.build("noise", model, 0.1, attacks.Knobs(seed=0))(x, y))
     assert not torch.equal(one, attacks.build("noise", model, 0.1, attacks.Knobs(seed=1))(x, y))
     assert (one - x).abs().max() <= 0.1 + 1e-6 and (one - x).abs().max() > 0.05
-    assert not attacks.ATTACKS["noise"].white and attacks.SUITES["adaptive"] == ["apgd-pm", "apgd-dlr"]
+    assert not attacks.ATTACKS["noise"].white and attacks.SUITES["adaptive"] == ["apgd-pm", "apgd-dlr", "feature-pull"]
 
 
 def test_noise_beating_the_white_box_attacks_is_a_warning():
@@ -165,3 +165,49 @@ def test_noise_beating_the_white_box_attacks_is_a_warning():
     assert any(ok is False and "noise 40.0% < best white-box 80.0%" in text for ok, text in checks)
     acc[("noise", 0.1)] = 0.95
     assert all(ok is not False for ok, _ in evaluation.sanity_checks(acc, 200))
+
+
+def test_feature_pull_breaks_what_saturation_hides():
+    """On the saturated network PGD (cross-entropy) moves nothing; the feature pull (here on the
+    logits: the network has no embed) and its margin finish read the logits themselves. It stays in
+    the ball and the image."""
+    model = Saturated(1e4).eval()
+    torch.manual_seed(1)
+    x = torch.rand(200, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    knobs = attacks.Knobs(steps=10, step=0.03, apgd_steps=20)
+    adv = {name: attacks.build(name, model, 0.1, knobs)(x, y) for name in ("pgd", "feature-pull")}
+    with torch.no_grad():
+        acc = {name: (model(a).argmax(1) == y).float().mean().item() for name, a in adv.items()}
+    assert acc["pgd"] > 0.7 and acc["feature-pull"] < 0.2, acc
+    a = adv["feature-pull"]
+    assert (a - x).abs().max() <= 0.1 + 1e-6 and 0 <= a.min() and a.max() <= 1
+
+
+def test_feature_pull_pulls_toward_the_nearest_other_class_in_the_embedding():
+    """On a model with an embedding (model.embed), the samples it fools land in the class whose mean
+    clean embedding is nearest to theirs, other than their own: the class it pulls them toward."""
+    class Embedded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Sequential(nn.Flatten(), nn.Linear(64, 8)), nn.Linear(8, 3)
+
+        def embed(self, x):
+            return self.body(x)
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+    torch.manual_seed(1)
+    model, x = Embedded().eval(), torch.rand(300, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the samples an attack gets: those the model gets right
+        e = model.embed(x)
+        means = torch.stack([e[y == c].mean(0) for c in range(3)])
+        d = torch.cdist(e, means)
+        d[torch.arange(len(y)), y] = float("inf")
+        adv = attacks.build("feature-pull", model, 0.3, attacks.Knobs(apgd_steps=10))(x, y)
+        got = model(adv).argmax(1)
+    fooled = got != y
+    assert fooled.float().mean() > 0.5 and (got[fooled] == d.argmin(1)[fooled]).float().mean() > 0.8
+
