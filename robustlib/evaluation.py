@@ -27,6 +27,8 @@ from .cli import parse_value
 from .data import MNIST_FAMILY, dataset_info, get_dataset
 from .errors import UserError
 from .metrics import mcnemar, wilson
+from .indicators import Watch, merge
+from .indicators import warnings as indicator_warnings
 from .model_checks import model_checks
 from .runtime import start_processes
 
@@ -82,16 +84,17 @@ def build_attack(name, model, eps, num_classes, s):
     return registry.build(name, model, eps, knobs_of(eps, num_classes, s))
 
 
-def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
+def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1, indicators=None):
     """Per-sample robustness (bool, on the CPU) of `model` under attack `name` at `eps` on the
     images `index` ("clean": no attack): right on the clean image and on the attacked one. As in
     AutoAttack, an image the model already gets wrong is not attacked (it counts as not robust).
     The images go in blocks of BATCH_SIZE, each attacked with its own seed, so the result does not
     depend on how blocks are shared out: this process takes blocks rank, rank + world, ... and the
     others are gathered from the other processes.
-    Every adversarial batch is checked to lie in the eps ball and in [0, 1]."""
+    Every adversarial batch is checked to lie in the eps ball and in [0, 1]. `indicators` (a list)
+    gets each block's indicators of attack failure (indicators.py: the attack sees the model through
+    a Watch, which changes nothing it computes)."""
     model.eval()
-    attack = None if name == "clean" else build_attack(name, model, eps, dataset.num_classes, s)
     layout = torch.channels_last if s["CHANNELS_LAST"] else torch.contiguous_format
     mine = []
     blocks = index.split(s["BATCH_SIZE"])
@@ -100,15 +103,20 @@ def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1):
         x = x.contiguous(memory_format=layout)
         with torch.no_grad():
             right = model(x).argmax(1) == y
-        if attack is not None and right.any():
+        if name != "clean" and right.any():
             x, y = x[right], y[right]
+            watch = Watch(model, x, y, eps)
+            attack = build_attack(name, watch, eps, dataset.num_classes, s)
             torch.manual_seed(s["SEED"] * 1_000_003 + number)
             adv = attack(x, y)
             if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
                 raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
             adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
             with torch.no_grad():
-                right[right.clone()] = model(adv).argmax(1) == y
+                still = model(adv).argmax(1) == y
+            right[right.clone()] = still
+            if indicators is not None:
+                indicators.append(watch.report(still))
         mine.append((number, right.cpu()))
     if world > 1:
         parts = [None] * world
@@ -493,6 +501,16 @@ def job_key(fingerprint, name, eps, data, classes, s, device):
     return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def read_indicators(path):
+    """The indicators kept beside a cached job (None when it has none, or they are damaged)."""
+    try:
+        with open(path[:-len(".pt")] + ".json") as f:
+            got = json.load(f)
+        return got if {"silent", "rising", "passes"} <= set(got) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def read_cached(path, n):
     """A cached job result if it is what a job returns (a 1-D bool tensor of n values), else None
     (missing, damaged or foreign entries are recomputed)."""
@@ -526,11 +544,13 @@ def images_of(job, index, count, n_strong):
 
 
 def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, world=1,
-             fingerprints=None, labels=None, cache_dir=None, log_path=None):
+             fingerprints=None, labels=None, cache_dir=None, log_path=None, indicators=None):
     """{(model, row, eps): per-sample correctness} for every job. With `cache_dir` each result is
     read from the job cache when its key (job_key) is there, and stored there when computed; a
     line per job goes to `log_path` (and stdout when it is not a terminal). cache_dir=None: every
-    job is computed (tests, bench). Under torchrun rank 0 reads and writes the cache."""
+    job is computed (tests, bench). Under torchrun rank 0 reads and writes the cache. `indicators`
+    (a dict) gets each attack job's indicators of attack failure, kept beside its cache entry
+    (KEY.json; a job cached before them has none)."""
     results, digests, is_main = {}, {}, rank == 0
     labels = labels or [str(i) for i in range(len(models))]
     for job in tqdm(jobs, desc="jobs", disable=not (is_main and log_path and sys.stderr.isatty())):
@@ -547,10 +567,15 @@ def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, 
                 box = [cached]
                 dist.broadcast_object_list(box, src=0)
                 cached = box[0]
+        blocks = []
         right = cached if cached is not None else attack_job(models[job.model], test_set, part, job.attack,
-                                                             job.eps, s, device, rank, world)
+                                                             job.eps, s, device, rank, world, blocks)
+        found = merge(blocks) if cached is None else read_indicators(path)
         if is_main and path and cached is None:
+            atomic_write(path[:-len(".pt")] + ".json", lambda f: f.write(json.dumps(found).encode()))
             atomic_write(path, lambda f: torch.save(right, f))
+        if indicators is not None and found is not None and job.attack != "clean":
+            indicators[(job.model, job.row, job.eps)] = found
         results[(job.model, job.row, job.eps)] = right
         if is_main and log_path:
             line = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {labels[job.model]}  {job.attack}  eps {job.eps:.4g}  "
@@ -604,9 +629,10 @@ def place_models(paths, loaded, test_set, s, device):
     return models
 
 
-def summarise(results, labels, attacks, eps_list, n_strong, s, first_checks=None):
+def summarise(results, labels, attacks, eps_list, n_strong, s, first_checks=None, indicators=None):
     """The table's rows (ordered), each model's checks (`first_checks`: {label: [(ok, sentence)]} of
-    the model itself, then the sanity checks) and per-sample results."""
+    the model itself, then the sanity checks, then the indicators of attack failure of its jobs
+    (`indicators`: run_jobs') and per-sample results."""
     rows, checks, per_sample = [], {}, {}
     for i, label in enumerate(labels):
         correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
@@ -617,7 +643,9 @@ def summarise(results, labels, attacks, eps_list, n_strong, s, first_checks=None
         common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
         suites = {name: {e: v.float().mean().item() for (_, e), v in w.items()} for name, w in suite_worst.items()}
         checks[label] = (first_checks or {}).get(label, []) + sanity_checks(
-            common, n_strong, s["LARGE_EPS"], large.float().mean().item(), suites)
+            common, n_strong, s["LARGE_EPS"], large.float().mean().item(), suites) + failure_indicators(
+            {(a, e): got for (j, a, e), got in (indicators or {}).items() if j == i and a != "pgd-large-eps"},
+            {k: len(v) for k, v in correct.items()})
         per_sample[label] = correct
         rows += [row_of(label, a, e, v) for (a, e), v in correct.items()]
         rows += [row_of(label, f"worst-{name}", e, v) for name, w in suite_worst.items() for (_, e), v in w.items()]
@@ -626,6 +654,16 @@ def summarise(results, labels, attacks, eps_list, n_strong, s, first_checks=None
                                         + ["worst", "pgd-large-eps"])}
     rows.sort(key=lambda r: (order[r[1]], r[2]))
     return rows, checks, per_sample
+
+
+def failure_indicators(found, n_of):
+    """The indicators' warnings of one model's jobs, or one PASS line when none fired (no line when
+    no job was watched: all came from a cache older than the indicators)."""
+    fired = indicator_warnings(found, n_of)
+    if fired or not found:
+        return fired
+    return [(True, f"no indicator of attack failure fired (silent success, still fooling new images at the end; "
+                   f"{len(found)} jobs watched)")]
 
 
 def evaluate_checkpoints(s, paths):
@@ -650,16 +688,17 @@ def evaluate_checkpoints(s, paths):
     labels = unique_labels(paths)
     if rank == 0:
         make_dirs(cache_dir)
+    found = {}
     results = run_jobs(models, test_set, plan_jobs(len(models), attacks, eps_list, s["LARGE_EPS"]), index,
                        count, n_strong, s, device, rank, world, [m.fingerprint for m in loaded], labels,
-                       cache_dir, base + ".log")
+                       cache_dir, base + ".log", found)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
     if rank != 0:
         return
     first = checks_of_models(models, labels, test_set, index[:min(n_strong, CHECK_IMAGES)], attacks, s, device)
-    rows, checks, per_sample = summarise(results, labels, attacks, eps_list, n_strong, s, first)
+    rows, checks, per_sample = summarise(results, labels, attacks, eps_list, n_strong, s, first, found)
     print(write_outputs(rows, labels, checks, s["OUT"], comparisons(per_sample, labels), s))
     print(f"written: {s['OUT']}, {base}.md, {base}.png, {base}.log (cache: {cache_dir}/)")
 
