@@ -24,6 +24,7 @@ from robustlib.evaluation import BUDGETS, EVALUATION
 
 # ---- settings: edit them here, or override any as --name=value (ranges: RANGES below) ------------
 ATTACKS = ["released", "autoattack"]  # attack and suite names: ATTACKS and SUITES of attacks.py
+#                                    (--budget=standard adds adaptive: BUDGETS)
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
 N = 1000                           # test images for the cheap attacks (0: all), a fixed random subset
 N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)

@@ -26,6 +26,10 @@ def test_budgets_set_the_reference_values():
     assert custom["APGD_STEPS"] == 20 and custom["FAB_STEPS"] == 100
     assert evaluation.budget_label(custom) == "custom"
     assert settings(BUDGET="standard")["APGD_STEPS"] == 100  # editing the constant works too
+    # the standard budget adds the adaptive suite; attacks given explicitly win and leave the label alone
+    assert quick["ATTACKS"] == ["released", "autoattack"] and standard["ATTACKS"] == ["released", "autoattack", "adaptive"]
+    chosen = settings("--budget=standard", "--attacks=fgsm")
+    assert chosen["ATTACKS"] == ["fgsm"] and evaluation.budget_label(chosen) == "standard"
     # the same rule for vgg_training's PRESET constant
     edited = parse_settings(dict(vgg_training.settings_of(vars(vgg_training)), PRESET="ssc-released"), [],
                             vgg_training.PRESETS)[0]
