@@ -26,6 +26,8 @@ from robustlib.evaluation import BUDGETS, EVALUATION
 ATTACKS = ["released", "autoattack"]  # attack and suite names: ATTACKS and SUITES of attacks.py
 #                                    (--budget=standard adds adaptive: BUDGETS)
 EPS = "auto"                       # comma list (8/255 allowed); auto: the dataset family's grid
+NORM = "linf"                      # the threat model: linf, or l2 (eps are L2 radii; auto: 0.5-2.0 on
+#                                    28-px sets, 0.125-0.5 on 32-px; the attacks with an L2 version)
 N = 1000                           # test images for the cheap attacks (0: all), a fixed random subset
 N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)
 #                                    (clean accuracy is always measured on the whole test set)
@@ -61,7 +63,7 @@ CHANNELS_LAST = "auto"             # channels_last memory format (faster on this
 # -------------------------------------------------------------------------------------------------
 
 RANGES = {
-    "ATTACKS": each(one_of(*EVALUATION, *registry.SUITES), min_len=1), "EPS": grid_or_auto("(0, 1]"),
+    "ATTACKS": each(one_of(*EVALUATION, *registry.SUITES), min_len=1), "EPS": grid_or_auto("(0, inf)"), "NORM": one_of("linf", "l2"),
     "N": interval("[0, inf)", integer=True), "N_STRONG": interval("[0, inf)", integer=True),
     "BATCH_SIZE": interval("[1, inf)", integer=True), "STEPS": interval("[1, inf)", integer=True),
     "BUDGET": one_of(*BUDGETS), "SQUARE_SCHEDULE": one_of("rescaled", "reference"),

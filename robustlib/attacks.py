@@ -44,6 +44,7 @@ class Knobs:
     spsa_iters: int = 1           # 128 samples each
     cw_steps: int = 50
     surrogate: str = ""           # the fingerprint of the network `transfer` crafts on (SURROGATES)
+    norm: str = "linf"            # the threat model: linf or l2 (the entries of L2 have an L2 version)
 
 
 def _pgd_restarts(model, eps, step, steps, restarts):
@@ -94,10 +95,30 @@ class _APGDMargin(ta.APGD):
         return self.loss_fn(x, y)
 
 
-def _into_ball(x, delta, eps):
-    """delta clipped to the eps ball and to the image x + delta in [0, 1]."""
-    delta = delta.clamp(-eps, eps)
-    return torch.max(torch.min(delta, 1 - x), -x)
+def distance(adv, x, norm):
+    """Per-sample distance of adv from x in the threat model's norm (linf or l2)."""
+    d = (adv - x).flatten(1)
+    return d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+
+
+def _project(delta, eps, norm):
+    """delta into the eps ball of the norm."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    shape = (-1,) + (1,) * (delta.dim() - 1)
+    return delta * torch.clamp(eps / (delta.flatten(1).norm(dim=1) + 1e-12), max=1.0).view(shape)
+
+
+def _steepest(grad, norm):
+    """The steepest-ascent direction of unit size in the norm: the sign (linf), the unit gradient (l2)."""
+    if norm == "linf":
+        return torch.sign(grad)
+    return grad / (grad.flatten(1).norm(dim=1).view((-1,) + (1,) * (grad.dim() - 1)) + 1e-12)
+
+
+def _into_ball(x, delta, eps, norm="linf"):
+    """delta into the eps ball, and x + delta into the image [0, 1]."""
+    return torch.max(torch.min(_project(delta, eps, norm), 1 - x), -x)
 
 
 def _feature_pull(model, eps, k):
@@ -123,7 +144,9 @@ def _feature_pull(model, eps, k):
             mu = means[nearest]
             target = torch.where(torch.isinf(dist.min(1).values), (y + 1) % logits.shape[1], classes[nearest])
         generator = torch.Generator(device=x.device).manual_seed(k.seed)
-        delta = _into_ball(x, (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps, eps)
+        noise = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps if k.norm == "linf" \
+            else eps * _steepest(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), "l2")
+        delta = _into_ball(x, noise, eps, k.norm)
         best, fooled = x.clone(), torch.zeros(len(y), dtype=torch.bool, device=x.device)
         steps = k.apgd_steps
         for i in range(2 * steps + 1):
@@ -141,18 +164,25 @@ def _feature_pull(model, eps, k):
                 break
             phase = (i % steps) / steps
             alpha = eps / 4 * (0.5 if phase >= 0.5 else 1.0) * (0.5 if phase >= 0.75 else 1.0)
-            delta = _into_ball(x, delta.detach() + alpha * torch.sign(grad), eps)
+            delta = _into_ball(x, delta.detach() + alpha * _steepest(grad, k.norm), eps, k.norm)
         return torch.where(fooled.view((-1,) + (1,) * (x.dim() - 1)), best, x + delta.detach())
     return run
 
 
-def _noise(eps, seed):
-    """Uniform noise in the eps ball, clipped to the image: the floor a real attack must beat."""
-    def run(x, y):
-        generator = torch.Generator(device=x.device).manual_seed(seed)
+def _uniform(x, eps, seed, norm):
+    """x plus seeded noise, clipped to the image: uniform in the linf ball; for l2, a uniform
+    direction scaled to the sphere of radius eps."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    if norm == "linf":
         delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
-        return torch.clamp(x + delta, 0, 1)
-    return run
+    else:
+        delta = eps * _steepest(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), "l2")
+    return torch.clamp(x + delta, 0, 1)
+
+
+def _noise(eps, k):
+    """Seeded noise in the eps ball, clipped to the image: the floor a real attack must beat."""
+    return lambda x, y: _uniform(x, eps, k.seed, k.norm)
 
 
 SURROGATES = {}  # fingerprint -> network: what `transfer` crafts its examples on (evaluation fills it)
@@ -162,15 +192,18 @@ def _transfer(eps, k):
     """APGD-CE run on the surrogate network; the attacked model only sees the result."""
     if k.surrogate not in SURROGATES:
         raise ValueError("the transfer attack needs a surrogate network: --surrogate=CHECKPOINT")
-    return ta.APGD(SURROGATES[k.surrogate], norm="Linf", eps=eps, steps=k.apgd_steps, n_restarts=k.apgd_restarts,
+    return ta.APGD(SURROGATES[k.surrogate], norm=_TA[k.norm], eps=eps, steps=k.apgd_steps, n_restarts=k.apgd_restarts,
                    loss="ce", seed=k.seed)
 
 
-def _within(attack, eps):
-    """An L2 attack seen as an L-inf one: its perturbation clipped into the eps ball."""
+def _within(attack, eps, norm):
+    """CW-L2, a minimum-norm attack, as an attack in the eps ball: its perturbation projected into it."""
     def run(x, y):
-        return x + (attack(x, y) - x).clamp(-eps, eps)
+        return x + _project(attack(x, y) - x, eps, norm)
     return run
+
+
+_TA = {"linf": "Linf", "l2": "L2"}  # torchattacks' names of the norms
 
 
 # white-box?, iterative?, costly (evaluation runs it on the N_STRONG subset)?, the Knobs fields it
@@ -206,32 +239,32 @@ ATTACKS = {
     # fast_adversarial's MNIST evaluation: PGD-50 of step 0.01, 10 restarts (its README's numbers)
     "pgd-50x10": Attack(True, True, False, (), lambda m, e, k: _pgd_restarts(m, e, 0.01, 50, 10)),
     "cw": Attack(True, True, True, ("cw_steps",), lambda m, e, k: _within(
-        ta.CW(m, c=1, kappa=0, steps=k.cw_steps, lr=0.01), e)),
+        ta.CW(m, c=1, kappa=0, steps=k.cw_steps, lr=0.01), e, k.norm)),
     "spsa": Attack(False, True, True, ("spsa_iters",), lambda m, e, k: ta.SPSA(
         m, eps=e, delta=0.01, lr=0.01, nb_iter=k.spsa_iters, nb_sample=128, max_batch_size=64)),
     "square": Attack(False, True, True, ("square_queries", "square_schedule", "seed"), lambda m, e, k: ta.Square(
-        m, norm="Linf", eps=e, n_queries=k.square_queries, n_restarts=1, seed=k.seed,
+        m, norm=_TA[k.norm], eps=e, n_queries=k.square_queries, n_restarts=1, seed=k.seed,
         resc_schedule=k.square_schedule == "rescaled")),
     "apgd-ce": Attack(True, True, True, _APGD, lambda m, e, k: ta.APGD(
-        m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="ce", seed=k.seed)),
+        m, norm=_TA[k.norm], eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="ce", seed=k.seed)),
     "apgd-t": Attack(True, True, True, _APGD + ("classes",), lambda m, e, k: ta.APGDT(
-        m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts,
+        m, norm=_TA[k.norm], eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts,
         n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
     "fab-t": Attack(True, True, True, _FAB + ("classes",), lambda m, e, k: ta.FAB(
-        m, norm="Linf", eps=e, steps=k.fab_steps, n_restarts=k.fab_restarts, multi_targeted=True,
+        m, norm=_TA[k.norm], eps=e, steps=k.fab_steps, n_restarts=k.fab_restarts, multi_targeted=True,
         n_classes=min(k.classes, TARGETS + 1), seed=k.seed)),
     # adaptive: APGD on the defense's own objective. The probability margin is the gap PC + LC
     # trains to widen; DLR, the logit margin rescaled by the spread of the top logits, is blind to the
     # logits' scale, which the logit constraints shape
     "apgd-pm": Attack(True, True, True, _APGD, lambda m, e, k: _APGDMargin(
-        m, probability_margin, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, seed=k.seed)),
+        m, probability_margin, norm=_TA[k.norm], eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, seed=k.seed)),
     "apgd-dlr": Attack(True, True, True, _APGD, lambda m, e, k: ta.APGD(
-        m, norm="Linf", eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="dlr", seed=k.seed)),
+        m, norm=_TA[k.norm], eps=e, steps=k.apgd_steps, n_restarts=k.apgd_restarts, loss="dlr", seed=k.seed)),
     # for SSC and RCC: pull the embedding toward the nearest other class, then its logit margin
     "feature-pull": Attack(True, True, True, ("apgd_steps", "seed"), lambda m, e, k: _feature_pull(m, e, k)),
     # not an attack: the floor (a real attack that does worse than noise is broken; evaluation's
     # black-box check says so, since noise reads no gradient)
-    "noise": Attack(False, False, False, ("seed",), lambda m, e, k: _noise(e, k.seed)),
+    "noise": Attack(False, False, False, ("seed",), lambda m, e, k: _noise(e, k)),
     # transfer: APGD-CE on another network (a black-box row, so the black-box check warns when it
     # beats the white-box attacks on the model itself)
     "transfer": Attack(False, True, True, _APGD + ("surrogate",), lambda m, e, k: _transfer(e, k)),
@@ -246,11 +279,30 @@ ATTACKS["autoattack-cascade"] = Attack(
     lambda m, e, k: ta.MultiAttack([ATTACKS[a].build(m, e, k) for a in SUITES["autoattack"]]))
 
 
+# --norm=l2: the entries with an L2 version (the others have none: FGSM and PGD take their L2 form
+# here, torchattacks' FGM / PGD-L2; the rest read knobs.norm themselves)
+L2 = {"fgsm": lambda m, e, k: ta.PGDL2(m, eps=e, alpha=e, steps=1, random_start=False),
+      "pgd": lambda m, e, k: ta.PGDL2(m, eps=e, alpha=k.step, steps=k.steps, random_start=True),
+      **{name: ATTACKS[name].build for name in ("cw", "square", "apgd-ce", "apgd-t", "fab-t", "apgd-pm", "apgd-dlr",
+                                                "feature-pull", "noise", "transfer")}}
+
+
 def build(name, model, eps, knobs):
-    """attack(x, y) -> x_adv for the registry entry `name` at L-inf radius eps."""
+    """attack(x, y) -> x_adv for the registry entry `name` at radius eps in knobs.norm."""
+    if knobs.norm == "l2":
+        if name not in L2:
+            raise ValueError(f"{name} has no L2 version: the L2 ones are {', '.join(L2)}")
+        return L2[name](model, eps, knobs)
     return ATTACKS[name].build(model, eps, knobs)
 
 
+def suite(name, norm="linf"):
+    """A suite's attacks in the threat model: under l2, those with an L2 version."""
+    return [a for a in SUITES[name] if norm == "linf" or a in L2]
+
+
 def key_material(name, knobs):
-    """The knobs attack `name` reads, as a dict (the part of a cache key that the attack decides)."""
-    return {field: getattr(knobs, field) for field in ATTACKS[name].reads}
+    """The knobs attack `name` reads, as a dict (the part of a cache key that the attack decides;
+    the norm only where it is not linf, so linf keys stay as they were)."""
+    material = {field: getattr(knobs, field) for field in ATTACKS[name].reads}
+    return material if knobs.norm == "linf" else dict(material, norm=knobs.norm)

@@ -54,20 +54,29 @@ def budget_label(s):
 EVALUATION = tuple(a for a in registry.ATTACKS if a not in registry.TRAINING_ONLY)  # attacks on offer
 DEFAULT_EPS = {"mnist": [0.02, 0.05, 0.1, 0.2, 0.3], "32px": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
                "tiny-imagenet": [0.005, 0.01, 0.015]}
+# --norm=l2: the usual radii (MNIST 2.0, Fashion-MNIST 1.5, 32-px sets 0.5) within each grid, and the
+# radius at which PGD must leave about 0 (the large-eps check; LARGE_EPS is linf's)
+DEFAULT_EPS_L2 = {"mnist": [0.5, 1.0, 1.5, 2.0], "32px": [0.125, 0.25, 0.5], "tiny-imagenet": [0.25, 0.5, 1.0]}
+LARGE_EPS_L2 = {"mnist": 10.0, "32px": 5.0, "tiny-imagenet": 10.0}
 STATUS = {True: "PASS ", False: "", None: "NOT RUN "}
 
-def expand(names):
-    """Attack and suite names -> attack names, each once, in the order given."""
+def expand(names, norm="linf"):
+    """Attack and suite names -> attack names, each once, in the order given (a suite under l2: its
+    attacks that have an L2 version; an attack named alone that has none is a one-line error)."""
     out = []
     for name in names:
-        out += registry.SUITES.get(name, [name])
+        if name not in registry.SUITES and norm == "l2" and name not in registry.L2:
+            raise UserError(f"--attacks: {name} has no L2 version (--norm=l2 offers {', '.join(registry.L2)})")
+        out += registry.suite(name, norm) if name in registry.SUITES else [name]
     return list(dict.fromkeys(out))
 
 
-def default_eps(dataset):
-    if dataset in MNIST_FAMILY:
-        return DEFAULT_EPS["mnist"]
-    return DEFAULT_EPS["tiny-imagenet" if dataset == "tiny-imagenet" else "32px"]
+def family(dataset):
+    return "mnist" if dataset in MNIST_FAMILY else "tiny-imagenet" if dataset == "tiny-imagenet" else "32px"
+
+
+def default_eps(dataset, norm="linf"):
+    return (DEFAULT_EPS if norm == "linf" else DEFAULT_EPS_L2)[family(dataset)]
 
 
 def knobs_of(eps, num_classes, s):
@@ -78,7 +87,7 @@ def knobs_of(eps, num_classes, s):
         classes=num_classes, seed=s["SEED"], apgd_steps=s["APGD_STEPS"], apgd_restarts=s["APGD_RESTARTS"],
         fab_steps=s["FAB_STEPS"], fab_restarts=s["FAB_RESTARTS"], square_queries=s["SQUARE_QUERIES"],
         square_schedule=s["SQUARE_SCHEDULE"], spsa_iters=s["SPSA_ITERS"], cw_steps=s["CW_STEPS"],
-        surrogate=s.get("SURROGATE_ID", ""))
+        surrogate=s.get("SURROGATE_ID", ""), norm=s["NORM"])
 
 
 def build_attack(name, model, eps, num_classes, s):
@@ -109,11 +118,11 @@ def attack_job(model, dataset, index, name, eps, s, device, rank=0, world=1, ind
             right = model(x).argmax(1) == y
         if name != "clean" and right.any():
             x, y = x[right], y[right]
-            watch = Watch(model, x, y, eps)
+            watch = Watch(model, x, y, eps, s["NORM"])
             attack = build_attack(name, watch, eps, dataset.num_classes, s)
             torch.manual_seed(s["SEED"] * 1_000_003 + number)
             adv = attack(x, y)
-            if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
+            if registry.distance(adv, x, s["NORM"]).max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
                 raise RuntimeError(f"{name} left the eps={eps} ball or [0, 1]")
             adv = adv.clamp(0, 1)  # rounding (SPSA can return -5e-10)
             with torch.no_grad():
@@ -261,9 +270,10 @@ def budget_note(s):
     settings = (f"APGD-CE/APGD-T {s['APGD_STEPS']} iterations, FAB-T {s['FAB_STEPS']} per target, "
                 f"Square {s['SQUARE_QUERIES']} queries ({s['SQUARE_SCHEDULE']} schedule)")
     label = budget_label(s)
+    threat = "Threat model: L2 (eps is the L2 radius).\n\n" if s["NORM"] == "l2" else ""
     if label == "standard":
-        return f"AutoAttack budget: standard, the reference code's ({settings}).\n\n"
-    return (f"**AutoAttack ran at a reduced budget ({label}: {settings}); it may overstate robustness "
+        return f"{threat}AutoAttack budget: standard, the reference code's ({settings}).\n\n"
+    return threat + (f"**AutoAttack ran at a reduced budget ({label}: {settings}); it may overstate robustness "
             f"by a few points. Tables of record use `--budget=standard` (the reference's 100 iterations).**\n\n")
 
 
@@ -574,11 +584,12 @@ def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, 
         blocks = []
         right = cached if cached is not None else attack_job(models[job.model], test_set, part, job.attack,
                                                              job.eps, s, device, rank, world, blocks)
-        found = merge(blocks) if cached is None else read_indicators(path)
+        found = None if job.attack == "clean" else merge(blocks) if cached is None else read_indicators(path)
         if is_main and path and cached is None:
-            atomic_write(path[:-len(".pt")] + ".json", lambda f: f.write(json.dumps(found).encode()))
             atomic_write(path, lambda f: torch.save(right, f))
-        if indicators is not None and found is not None and job.attack != "clean":
+            if found is not None:  # after the result: a job killed in between has no indicators, no more
+                atomic_write(path[:-len(".pt")] + ".json", lambda f: f.write(json.dumps(found).encode()))
+        if indicators is not None and found is not None:
             indicators[(job.model, job.row, job.eps)] = found
         results[(job.model, job.row, job.eps)] = right
         if is_main and log_path:
@@ -608,7 +619,11 @@ def load_all(paths, s):
         raise UserError("checkpoints of different datasets cannot share one table: " +
                         ", ".join(f"{p} ({m.dataset})" for p, m in zip(paths, loaded)))
     dataset_name = datasets.pop()
-    eps_list = default_eps(dataset_name) if s["EPS"] == "auto" else parse_value("EPS", s["EPS"], [0.0])
+    eps_list = default_eps(dataset_name, s["NORM"]) if s["EPS"] == "auto" else parse_value("EPS", s["EPS"], [0.0])
+    if s["NORM"] == "linf" and max(eps_list) > 1:
+        raise UserError(f"--eps={s['EPS']}: an L-inf radius is at most 1 (pixels lie in [0, 1]); for L2 radii: --norm=l2")
+    if s["NORM"] == "l2":  # the large-eps check at the family's L2 radius
+        s["LARGE_EPS"] = LARGE_EPS_L2[family(dataset_name)]
     return loaded, dataset_name, eps_list
 
 
@@ -641,8 +656,8 @@ def summarise(results, labels, attacks, eps_list, n_strong, s, first_checks=None
     for i, label in enumerate(labels):
         correct = {(a, e): v for (j, a, e), v in results.items() if j == i and a != "pgd-large-eps"}
         large = results[(i, "pgd-large-eps", s["LARGE_EPS"])]
-        suite_worst = {name: worst_case(correct, eps_list, members) for name, members in registry.SUITES.items()
-                       if all(a in attacks for a in members)}  # each complete suite's own worst case
+        suite_worst = {name: worst_case(correct, eps_list, registry.suite(name, s["NORM"])) for name in registry.SUITES
+                       if all(a in attacks for a in registry.suite(name, s["NORM"]))}  # each complete suite's own
         correct.update(worst_case(correct, eps_list))
         common = {k: v[:n_strong].float().mean().item() for k, v in correct.items()}
         suites = {name: {e: v.float().mean().item() for (_, e), v in w.items()} for name, w in suite_worst.items()}
@@ -678,7 +693,7 @@ def evaluate_checkpoints(s, paths):
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
         flag = f"--cache={s['CACHE']}" if s["CACHE"] else f"--out={s['OUT']}: {cache_dir} (its job cache)"
         raise UserError(f"{flag} exists and is not a folder")
-    attacks = expand(s["ATTACKS"])
+    attacks = expand(s["ATTACKS"], s["NORM"])
     loaded, dataset_name, eps_list = load_all(paths, s)
     # your own class may call .view() on activations, which channels_last tensors refuse
     s["CHANNELS_LAST"] = s["CHANNELS_LAST"] == "true" or (s["CHANNELS_LAST"] == "auto" and not s["ARCH"])

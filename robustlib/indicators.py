@@ -13,6 +13,8 @@ APGD's later restarts and Square do, are watched while they hold the whole batch
 import torch
 from torch import nn
 
+from .attacks import distance
+
 TAIL = 0.1        # the last fraction of forward passes "still rising" looks at
 MIN_PASSES = 20   # fewer passes than this: too short an attack to say it was still rising
 RISING_SHARE = 0.01  # "still rising" warns when at least this share of the images (and 2) fell that late
@@ -22,9 +24,9 @@ class Watch(nn.Module):
     """The model, seen by an attack on (x, y): per image, the first forward pass (counted over the
     passes on the whole batch) at which a point inside the eps ball and [0, 1] was misclassified."""
 
-    def __init__(self, model, x, y, eps):
+    def __init__(self, model, x, y, eps, norm="linf"):
         super().__init__()
-        self.model, self.x, self.y, self.eps = model, x, y, eps
+        self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
         self.passes = 0
         self.first = torch.full((len(y),), -1, dtype=torch.long, device=y.device)
 
@@ -32,7 +34,7 @@ class Watch(nn.Module):
         out = self.model(inputs)
         if inputs.shape == self.x.shape:
             with torch.no_grad():
-                gap = (inputs - self.x).flatten(1).abs().max(1).values
+                gap = distance(inputs, self.x, self.norm)
                 flat = inputs.flatten(1)
                 inside = (gap <= self.eps + 1e-5) & (flat.min(1).values >= -1e-6) & (flat.max(1).values <= 1 + 1e-6)
                 new = inside & (out.argmax(1) != self.y) & (self.first < 0)

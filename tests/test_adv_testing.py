@@ -156,9 +156,10 @@ def test_bad_input(ckpt, tmp_path, capsys):
              ([ckpt, "--steps=0"], "--steps=0 is out of range"),
              ([ckpt, "--batch_size=0"], "--batch_size=0 is out of range"),
              ([ckpt, "--square_queries=0"], "--square_queries=0 is out of range"),
-             ([ckpt, "--eps=0.1,1.5"], "(0, 1]"),
+             ([ckpt, "--eps=0.1,1.5"], "an L-inf radius is at most 1"), ([ckpt, "--norm=l1"], "one of linf, l2"),
+             ([ckpt, "--norm=l2", "--attacks=mim"], "mim has no L2 version"),
              ([ckpt, "--eps=abc"], "--eps=abc is out of range"),
-             ([ckpt, "--eps=0"], "(0, 1]"),
+             ([ckpt, "--eps=0"], "(0, inf)"),
              ([ckpt, str(tmp_path / "mnist.pt")], "different datasets"),
              ([], "name at least one checkpoint")]
     for args, words in cases:
@@ -507,3 +508,22 @@ def test_transfer_crafts_on_the_surrogate_not_on_the_model(ckpt, tmp_path):
                              "--n_strong=60", f"--out={out}"]) == 0
     rows = pd.read_csv(out).set_index(["attack", "eps"]).accuracy
     assert rows[("transfer", 0.3)] > rows[("apgd-ce", 0.3)] + 0.3
+
+
+def test_l2_threat_model_end_to_end(ckpt, tmp_path):
+    """--norm=l2: the suites' L2 attacks as rows, the L2 large-radius check, the table says so, and no
+    job of the same eps under L-inf is reused from the shared cache."""
+    out = tmp_path / "r.csv"
+    common = [ckpt, "--eps=0.5", "--n=40", "--n_strong=20", "--apgd_steps=3", "--fab_steps=2", "--square_queries=20",
+              "--spsa_iters=1", f"--out={out}"]
+    assert adv_testing.main(common + ["--attacks=released,autoattack,adaptive,noise"]) == 0  # L-inf first: 0.5 is a valid radius
+    before = len(out.with_suffix(".log").read_text().splitlines())
+    assert adv_testing.main(common + ["--norm=l2", "--attacks=released,autoattack,adaptive,noise"]) == 0
+    table = pd.read_csv(out)
+    attacked = set(table.attack) - {"clean", "worst", "pgd-large-eps"} - {a for a in table.attack if a.startswith("worst-")}
+    assert attacked == {"fgsm", "pgd", "apgd-ce", "apgd-t", "fab-t", "square", "apgd-pm", "apgd-dlr", "feature-pull", "noise"}
+    large = table[table.attack == "pgd-large-eps"]
+    assert list(large.eps) == [evaluation.LARGE_EPS_L2["mnist"]] and large.accuracy.max() < 0.1
+    assert (out.with_suffix(".md")).read_text().startswith("Threat model: L2")
+    l2_jobs = out.with_suffix(".log").read_text().splitlines()[before:]
+    assert len(l2_jobs) == 1 + 10 + 1 and [j.endswith("cached") for j in l2_jobs].count(True) == 1  # clean alone

@@ -211,3 +211,24 @@ def test_feature_pull_pulls_toward_the_nearest_other_class_in_the_embedding():
     fooled = got != y
     assert fooled.float().mean() > 0.5 and (got[fooled] == d.argmin(1)[fooled]).float().mean() > 0.8
 
+
+
+def test_l2_versions_stay_in_the_l2_ball_and_others_refuse(monkeypatch):
+    model, x, _ = tiny()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every image right: each attack moves it
+    monkeypatch.setitem(attacks.SURROGATES, "tiny", model)
+    knobs = attacks.Knobs(steps=3, step=0.3, classes=10, apgd_steps=3, fab_steps=2, square_queries=5, cw_steps=2,
+                          surrogate="tiny", norm="l2")
+    for name in attacks.L2:
+        torch.manual_seed(0)
+        adv = attacks.build(name, model, 1.0, knobs)(x, y)
+        d = (adv - x).flatten(1)
+        assert d.norm(dim=1).max() <= 1.0 + 1e-4 and adv.min() >= -1e-6 and adv.max() <= 1 + 1e-6, name
+        if name in ("pgd", "apgd-ce", "noise"):  # an L2 attack moves further than the L-inf ball of the same radius would let a pixel
+            assert d.abs().max() > 0.3, name
+    with pytest.raises(ValueError, match="mim has no L2 version"):
+        attacks.build("mim", model, 1.0, knobs)
+    assert attacks.suite("released", "l2") == ["fgsm", "pgd"] and attacks.suite("autoattack", "l2") == attacks.SUITES["autoattack"]
+    assert "norm" not in attacks.key_material("pgd", attacks.Knobs()) and \
+        attacks.key_material("pgd", knobs)["norm"] == "l2"  # L-inf keys as before, L2 ones apart

@@ -145,7 +145,7 @@ def test_a_cache_entry_that_does_not_fit_is_recomputed(finished, tmp_path):
     args = [ckpt, "--attacks=fgsm,mim", *ATTACK[1:]]  # 4 jobs: clean, fgsm, mim, the large-eps PGD
     evaluate(*args, f"--out={out}")
     first = out.read_text()
-    entries = sorted((tmp_path / "r.cache").iterdir())
+    entries = sorted(p for p in (tmp_path / "r.cache").iterdir() if p.suffix == ".pt")  # (.json: indicators)
     torch.save(torch.ones(7), entries[0])                              # a 7-element float tensor
     torch.save(torch.ones(3, dtype=torch.bool), entries[1])            # a bool tensor, wrong length
     entries[2].write_bytes(b"not a pickle")                             # damaged
@@ -160,7 +160,7 @@ def test_tables_sharing_a_cache_reuse_only_the_same_jobs(finished, plain, tmp_pa
     jobs of that checkpoint only, and writes what a table computed from nothing writes."""
     ckpt, shared = str(finished / "final.pt"), tmp_path / "jobs"
     evaluate(ckpt, *ATTACK, f"--out={tmp_path / 'one.csv'}", f"--cache={shared}")
-    assert not (tmp_path / "one.cache").exists() and len(os.listdir(shared)) == 3
+    assert not (tmp_path / "one.cache").exists() and len([f for f in os.listdir(shared) if f.endswith(".pt")]) == 3
     two = [ckpt, str(finished / "ce_warmup.pt"), *ATTACK]
     evaluate(*two, f"--out={tmp_path / 'two.csv'}", f"--cache={shared}")
     log = log_of(tmp_path / "two.csv")

@@ -32,7 +32,7 @@ BAD = {
         "PRESET": ["no-such-preset"],
     },
     "adv_testing": {
-        "ATTACKS": ["deepfool", "fgsm,cw2", ""], "EPS": ["0", "1.5", "abc"], "N": ["-1"], "N_STRONG": ["-5"],
+        "ATTACKS": ["deepfool", "fgsm,cw2", ""], "EPS": ["0", "-1", "abc"], "NORM": ["l1"], "N": ["-1"], "N_STRONG": ["-5"],
         "BATCH_SIZE": ["0"], "STEPS": ["0"], "BUDGET": ["plus"], "SQUARE_SCHEDULE": ["fast"],
         "APGD_STEPS": ["0"], "APGD_RESTARTS": ["0"], "FAB_STEPS": ["0"], "FAB_RESTARTS": ["0"],
         "SQUARE_QUERIES": ["0"], "SPSA_ITERS": ["0"], "CW_STEPS": ["0"], "LARGE_EPS": ["0", "1.5"],
