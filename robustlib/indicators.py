@@ -29,6 +29,7 @@ class Watch(nn.Module):
         self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
         self.passes = 0
         self.first = torch.full((len(y),), -1, dtype=torch.long, device=y.device)
+        self.train(model.training)  # torchattacks restores the mode it found: the model's, not a new module's
 
     def forward(self, inputs):
         out = self.model(inputs)
