@@ -29,6 +29,20 @@ def ckpt(tmp_path_factory):
     return str(out / "final.pt")
 
 
+@pytest.fixture(scope="module")
+def model(ckpt):
+    """The shared checkpoint's LeNet-5 in eval mode (one per test module)."""
+    from robustlib.checkpoints import load_checkpoint, model_from_checkpoint
+    return model_from_checkpoint(load_checkpoint(ckpt)).eval()
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    """digits' test split, the attack tests' images."""
+    from robustlib.data import get_dataset
+    return get_dataset("digits", False)
+
+
 def run_script(script, env):
     """bash SCRIPT of the repository with the environment's variables plus `env` (this Python as
     PYTHON): the completed process, its output captured."""

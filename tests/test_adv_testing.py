@@ -9,21 +9,10 @@ from torch.nn import functional as F
 import adv_testing
 from robustlib import evaluation  # noqa: E402
 from robustlib import attacks
-from robustlib.checkpoints import load_checkpoint, model_from_checkpoint
-from robustlib.data import get_dataset
+from robustlib.checkpoints import load_checkpoint
 from robustlib.errors import run
 
 SETTINGS = adv_testing.settings_of(vars(adv_testing))
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return model_from_checkpoint(load_checkpoint(ckpt)).eval()
-
-
-@pytest.fixture(scope="module")
-def test_set():
-    return get_dataset("digits", False)
 
 
 @pytest.mark.slow

@@ -6,20 +6,8 @@ import torchattacks as ta
 
 import adv_testing
 from robustlib import attacks, evaluation, indicators
-from robustlib.checkpoints import load_checkpoint, model_from_checkpoint
-from robustlib.data import get_dataset
 
 SETTINGS = dict(adv_testing.settings_of(vars(adv_testing)), CHANNELS_LAST=False, APGD_STEPS=30)
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return model_from_checkpoint(load_checkpoint(ckpt)).eval()
-
-
-@pytest.fixture(scope="module")
-def test_set():
-    return get_dataset("digits", False)
 
 
 def throws_away(m, eps, k):
