@@ -121,6 +121,17 @@ def _into_ball(x, delta, eps, norm="linf"):
     return torch.max(torch.min(_project(delta, eps, norm), 1 - x), -x)
 
 
+def _pull_targets(emb, logits, y):
+    """Per sample, the mean embedding of the nearest other class in the batch and that class (a
+    batch holding one class: the next class, and the sample's own mean)."""
+    classes = y.unique()
+    means = torch.stack([emb[y == c].mean(0) for c in classes])
+    dist = torch.cdist(emb, means).masked_fill(classes[None, :] == y[:, None], float("inf"))
+    nearest = dist.argmin(1)
+    target = torch.where(torch.isinf(dist.min(1).values), (y + 1) % logits.shape[1], classes[nearest])
+    return means[nearest], target
+
+
 def _feature_pull(model, eps, k):
     """The feature-space attack aimed at SSC and RCC, which shape where each class sits in the
     embedding (or the logits): `apgd_steps` signed steps that pull each sample's embedding
@@ -137,16 +148,8 @@ def _feature_pull(model, eps, k):
 
     def run(x, y):
         with torch.no_grad():
-            (emb, logits), classes = outputs(x), y.unique()
-            means = torch.stack([emb[y == c].mean(0) for c in classes])
-            dist = torch.cdist(emb, means).masked_fill(classes[None, :] == y[:, None], float("inf"))
-            nearest = dist.argmin(1)
-            mu = means[nearest]
-            target = torch.where(torch.isinf(dist.min(1).values), (y + 1) % logits.shape[1], classes[nearest])
-        generator = torch.Generator(device=x.device).manual_seed(k.seed)
-        noise = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps if k.norm == "linf" \
-            else eps * _steepest(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), "l2")
-        delta = _into_ball(x, noise, eps, k.norm)
+            mu, target = _pull_targets(*outputs(x), y)
+        delta = _into_ball(x, _random_delta(x, eps, k.seed, k.norm), eps, k.norm)
         best, fooled = x.clone(), torch.zeros(len(y), dtype=torch.bool, device=x.device)
         steps = k.apgd_steps
         for i in range(2 * steps + 1):
@@ -172,12 +175,15 @@ def _feature_pull(model, eps, k):
 def _uniform(x, eps, seed, norm):
     """x plus seeded noise, clipped to the image: uniform in the linf ball; for l2, a uniform
     direction scaled to the sphere of radius eps."""
+    return torch.clamp(x + _random_delta(x, eps, seed, norm), 0, 1)
+
+
+def _random_delta(x, eps, seed, norm):
+    """Seeded noise of x's shape: uniform in the linf ball; for l2, a uniform direction of length eps."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     if norm == "linf":
-        delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
-    else:
-        delta = eps * _steepest(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), "l2")
-    return torch.clamp(x + delta, 0, 1)
+        return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    return eps * _steepest(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), "l2")
 
 
 def _noise(eps, k):

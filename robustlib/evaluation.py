@@ -557,6 +557,25 @@ def images_of(job, index, count, n_strong):
     return index[:n_strong] if costly else index[:count]
 
 
+def shared_lookup(path, n, s, is_main):
+    """The cached result at `path` (None when absent or FRESH): rank 0 reads it, the other ranks
+    receive it."""
+    cached = read_cached(path, n) if is_main and not s["FRESH"] else None
+    if dist.is_initialized():
+        box = [cached]
+        dist.broadcast_object_list(box, src=0)
+        cached = box[0]
+    return cached
+
+
+def store(path, right, found):
+    """A computed result into the cache, then its indicators of attack failure (KEY.json) if any: a
+    job killed in between has no indicators, no more."""
+    atomic_write(path, lambda f: torch.save(right, f))
+    if found is not None:
+        atomic_write(path[:-len(".pt")] + ".json", lambda f: f.write(json.dumps(found).encode()))
+
+
 def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, world=1,
              fingerprints=None, labels=None, cache_dir=None, log_path=None, indicators=None):
     """{(model, row, eps): per-sample correctness} for every job. With `cache_dir` each result is
@@ -576,19 +595,13 @@ def run_jobs(models, test_set, jobs, index, count, n_strong, s, device, rank=0, 
             key = job_key(fingerprints[job.model], job.attack, job.eps, digests[len(part)], test_set.num_classes,
                           s, device)
             path = os.path.join(cache_dir, key + ".pt")
-            cached = read_cached(path, len(part)) if is_main and not s["FRESH"] else None
-            if dist.is_initialized():
-                box = [cached]
-                dist.broadcast_object_list(box, src=0)
-                cached = box[0]
+            cached = shared_lookup(path, len(part), s, is_main)
         blocks = []
         right = cached if cached is not None else attack_job(models[job.model], test_set, part, job.attack,
                                                              job.eps, s, device, rank, world, blocks)
         found = None if job.attack == "clean" else merge(blocks) if cached is None else read_indicators(path)
         if is_main and path and cached is None:
-            atomic_write(path, lambda f: torch.save(right, f))
-            if found is not None:  # after the result: a job killed in between has no indicators, no more
-                atomic_write(path[:-len(".pt")] + ".json", lambda f: f.write(json.dumps(found).encode()))
+            store(path, right, found)
         if indicators is not None and found is not None:
             indicators[(job.model, job.row, job.eps)] = found
         results[(job.model, job.row, job.eps)] = right

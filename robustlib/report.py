@@ -10,7 +10,7 @@ import time
 
 from .checkpoints import atomic_write, make_dirs
 from .errors import UserError
-from .studies import BASELINES, BASES, LAMBDAS, ON_TOP, PAPER_ATTACK, STUDY_EPS
+from .studies import BASELINES, BASES, LAMBDA_RUNS, LAMBDAS, ON_TOP, PAPER_ATTACK, STUDY_EPS, seeded
 
 # the published anchors the reproduction's summary table shows beside its runs: (model, clean %,
 # AutoAttack or strongest-attack %, eps, source)
@@ -111,22 +111,27 @@ def reproduce_section(dataset, runs, res, out, trained_s, total_s):
 
 
 def study_table(csv):
-    """The study's attack table with `run` (lambda-N, rcc) and `seed` columns."""
+    """The study's attack table with `run` (lambda-N, rcc), `lambda` and `seed` columns (the
+    definition's LAMBDA_RUNS)."""
     import pandas as pd
     t = pd.read_csv(csv)
-    t["run"] = t.checkpoint.str.replace(r"-seed-\d+/final$", "", regex=True)
-    t["seed"] = t.checkpoint.str.extract(r"-seed-(\d+)/")[0].astype(int)
+    runs = [c[:-len("/final")] for c in t.checkpoint]
+    unknown = sorted(set(runs) - set(LAMBDA_RUNS))
+    if unknown:
+        raise UserError(f"{csv}: {unknown[0]} is not a run of the lambda study's definition (robustlib/studies.py)")
+    for i, column in enumerate(("run", "lambda", "seed")):
+        t[column] = [LAMBDA_RUNS[r][i] for r in runs]
+    t["lambda"] = t["lambda"].astype(float)  # rcc: none
     return t
 
 
 def best_lambda(csv):
     """The lambda > 0 with the highest worst case at the training eps (0.03), seed 0."""
     t = study_table(csv)
-    w = t[(t.attack == "worst") & (t.eps == STUDY_EPS[0]) & (t.seed == 0) & (t.run != "lambda-0")
-          & t.run.str.startswith("lambda")]
+    w = t[(t.attack == "worst") & (t.eps == STUDY_EPS[0]) & (t.seed == 0) & (t["lambda"].fillna(0) > 0)]
     if w.empty:
         raise UserError(f"{csv} holds no worst case at eps {STUDY_EPS[0]} of a run with lambda > 0")
-    return w.loc[w.accuracy.idxmax(), "run"].split("-")[1]
+    return str(int(w.loc[w.accuracy.idxmax(), "lambda"]))
 
 
 def study_rows(t, clean_full):
@@ -202,7 +207,6 @@ def study_section(res, best, total_s, figure, link):
     return "\n".join(text), table
 
 
-_POINT = re.compile(r"^(fgsm|pgd|mim)-eps([\d.]+)-lambda(\d+)-seed(\d+)/final$")
 POINT_COLUMNS = ["attack", "eps", "lambda", "seed", "clean_accuracy", "paper_accuracy", "paper_n",
                  "worst_accuracy", "worst_ci_low", "worst_ci_high", "n", "warnings", "command"]
 
@@ -214,8 +218,9 @@ def warnings_of(md_text, label):
             if line.startswith(f"- {label}: ") and "WARNING" in line]
 
 
-def ssc_points(res):
-    """One row per (attack, eps, lambda, seed) from study_mnist.sh's tables (RES/A-epsE.csv): clean
+def ssc_points(res, points):
+    """One row per (attack, eps, lambda, seed) (`points`: each checkpoint label's, as the study's
+    definition names them) from study_mnist.sh's tables (RES/A-epsE.csv): clean
     accuracy (whole test set), the paper's number (A at e as released), the worst case over the
     default suite and the paper's attack with its 95 % interval, n, the masking warnings, and the
     command that trained the point."""
@@ -225,10 +230,9 @@ def ssc_points(res):
         table = pd.read_csv(os.path.join(res, name))
         md = read_text(os.path.join(res, name[:-4] + ".md"))
         for label, part in table.groupby("checkpoint", sort=False):
-            match = _POINT.match(label)
-            if not match:
-                raise UserError(f"{res}/{name}: {label} is not a point of the sweep (A-epsE-lambdaL-seedS/final)")
-            attack, eps, lam, seed = match.group(1), float(match.group(2)), int(match.group(3)), int(match.group(4))
+            if label not in points:
+                raise UserError(f"{res}/{name}: {label} is not a point of the sweep's definition (robustlib/studies.py)")
+            attack, eps, lam, seed = points[label]
             pick = lambda a: part[(part.attack == a) & ((part.eps - eps).abs() < 1e-9)].iloc[0]  # noqa: E731
             clean, paper, worst = part[part.attack == "clean"].iloc[0], pick(PAPER_ATTACK[attack]), pick("worst")
             command = read_text(os.path.join(res, "training", label.split("/")[0] + ".command.txt")).strip()
@@ -297,21 +301,23 @@ def points_table(points):
     return "\n".join(lines)
 
 
-_RUN = re.compile(r"^([a-z-]+?)(?:-seed-(\d+))?/final$")
 PAIR = re.compile(r"^\| (\S+) - (\S+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \| ")
 
 
-def runs_table(res):
-    """Every row of the adv_testing.py tables RES/*.csv with `method` and `seed` columns (a
-    checkpoint in two tables counts once: the images are the same), and their Markdown's lines."""
+def runs_table(res, labels):
+    """Every row of the adv_testing.py tables RES/*.csv with `method` and `seed` columns (`labels`: each
+    checkpoint label's, as the study's definition names them; a checkpoint in two tables counts once:
+    the images are the same), and their Markdown's lines."""
     import pandas as pd
     names = sorted(f for f in os.listdir(res) if f.endswith(".csv"))
     if not names:
         return None, []
     t = pd.concat([pd.read_csv(os.path.join(res, f)) for f in names]).drop_duplicates(
         ["checkpoint", "attack", "eps"])
-    parts = t.checkpoint.str.extract(_RUN)
-    t["method"], t["seed"] = parts[0], parts[1].fillna("0").astype(int)
+    unknown = sorted(set(t.checkpoint) - set(labels))
+    if unknown:
+        raise UserError(f"{res}: {unknown[0]} is not a run of the study's definition (robustlib/studies.py)")
+    t["method"], t["seed"] = [labels[c][0] for c in t.checkpoint], [int(labels[c][1]) for c in t.checkpoint]
     lines = [line for f in names for line in read_text(os.path.join(res, f[:-4] + ".md")).splitlines()]
     return t, lines
 
@@ -369,7 +375,7 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
                 continue
             diffs, ps = [], []
             for seed in rows.seed:
-                a, b = f"{base}-seed-{seed}/final", f"{method}-seed-{seed}/final"
+                a, b = f"{seeded(base, seed)}/final", f"{seeded(method, seed)}/final"
                 if (a, b, round(eps, 9)) not in pairs:
                     raise UserError(f"no comparison of {b} with {a} at eps {eps:g}: attack them together")
                 diff, p = pairs[(a, b, round(eps, 9))]
@@ -419,13 +425,13 @@ def training_records(res):
     return {name.replace("_", "/", 1): pd.read_csv(os.path.join(folder, f"{name}.log.csv")) for name in names}
 
 
-def baselines_section(res, total_s):
+def baselines_section(res, total_s, labels):
     """results/mnist-baselines/summary.md: the baselines beside the published anchors (their seeds from
     every table), the methods on top of each BASE (RES/on-BASE/), and each run's training time (from
     RES/training/): all of it from RES alone."""
     import pandas as pd
-    t, _ = runs_table(res)
-    tops = {b: runs_table(os.path.join(res, f"on-{b}")) for b in BASES if os.path.isdir(os.path.join(res, f"on-{b}"))}
+    t, _ = runs_table(res, labels)
+    tops = {b: runs_table(os.path.join(res, f"on-{b}"), labels) for b in BASES if os.path.isdir(os.path.join(res, f"on-{b}"))}
     tops = {b: top for b, top in tops.items() if top[0] is not None}
     # a checkpoint in several tables counts once, and whole: a base rerun in an on-top table (FGSM-RS
     # with the released step) replaces every row of the older run of that name in RES's own table
@@ -459,9 +465,10 @@ def baselines_section(res, total_s):
         "|---|---|---|---|", *times, ""])
 
 
-def ssc_points_write_up(res, figure, results, seconds, grid):
-    """points.csv, points.md, timing.json, the figure and the section of the MNIST-figure study."""
-    points = ssc_points(res)
+def ssc_points_write_up(res, labels, figure, results, seconds, grid):
+    """points.csv, points.md, timing.json, the figure and the section of the MNIST-figure study
+    (`labels`: each checkpoint label's (attack, eps, lambda, seed))."""
+    points = ssc_points(res, labels)
     atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
     plot_points(points, figure)
     table = points_table(points)

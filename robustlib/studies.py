@@ -117,6 +117,8 @@ def ce_pclc_plan(ctx):
 LAMBDAS = (0, 10, 50, 100, 300, 500, 1000)
 STUDY_EPS = (0.03, 0.06)
 STUDY_FIGURE = "Figures/fashion-mnist-ssc-lambda-study.png"
+LAMBDA_RUNS = {**{f"lambda-{lam}-seed-{seed}": (f"lambda-{lam}", lam, seed) for lam in LAMBDAS for seed in (0, 1, 2)},
+               "rcc-seed-0": ("rcc", None, 0)}  # each run's (row of the table, SSC lambda, seed)
 
 
 def lambda_write_up(ctx, seconds):
@@ -133,8 +135,8 @@ def lambda_plan(ctx):
     from . import report
     ctx.runs, ctx.res = ctx.path("runs", "study"), ctx.path("results", "ssc-study")
     attack = f"--eps={','.join(map(str, STUDY_EPS))} --n=1000 --n_strong=200 --budget=standard"
-    first = [f"lambda-{lam}-seed-0" for lam in LAMBDAS]
-    runs = {name: f"--preset=ssc-lambda-{name.split('-')[1]}" for name in first}
+    runs = {f"lambda-{lam}-seed-0": f"--preset=ssc-lambda-{lam}" for lam in LAMBDAS}
+    first = list(runs)
     for name in first:
         yield ctx.run(name, runs[name])
     yield ctx.table("robustness", first, attack)
@@ -172,9 +174,9 @@ PAPER_ATTACK = {"fgsm": "fgsm", "pgd": "ssc-pgd", "mim": "ssc-mim"}  # the relea
 SSC_FIGURE = "Figures/mnist-ssc-protocol.png"
 
 
-def mnist_ssc_write_up(ctx, seconds):
+def mnist_ssc_write_up(ctx, labels, seconds):
     from . import report
-    report.ssc_points_write_up(ctx.res, ctx.path(SSC_FIGURE), ctx.path("RESULTS.md"),
+    report.ssc_points_write_up(ctx.res, labels, ctx.path(SSC_FIGURE), ctx.path("RESULTS.md"),
                                ctx.invocation(**seconds)["total_s"], ctx.s["GRID"])
 
 
@@ -186,14 +188,16 @@ def mnist_ssc_plan(ctx):
                for eps in g["fgsm_eps"].split()]
     columns += [(attack, eps, [(lam, 0) for lam in g["panel_lambdas"].split()])
                 for attack in ("pgd", "mim") for eps in g["panel_eps"].split()]
+    labels = {}  # each checkpoint's label in the tables: its (attack, eps, lambda, seed), for the write-up
     for attack, eps, points in columns:  # one column: its points, attacked together on the same images
         names = [f"{attack}-eps{eps}-lambda{lam}-seed{seed}" for lam, seed in points]
         for name, (lam, seed) in zip(names, points):
+            labels[f"{name}/final"] = (attack, float(eps), int(lam), int(seed))
             yield ctx.run(name, f"--preset=ssc-mnist --adv_train={attack} --adv_eps={eps} --struct_lambda={lam} "
                                 f"--seed={seed} --epochs={ctx.s['EPOCHS']}")
         yield ctx.table(f"{attack}-eps{eps}", natural(names),
                         f"--attacks=released,autoattack,{PAPER_ATTACK[attack]} --eps={eps} --budget=standard")
-    yield Step(lambda: mnist_ssc_write_up(ctx, dict(total_s=ctx.elapsed())), write_up=True)
+    yield Step(lambda: mnist_ssc_write_up(ctx, labels, dict(total_s=ctx.elapsed())), write_up=True)
 
 
 # ---- baselines: the field's baselines on MNIST, and the methods on top (docs/baselines.md) -------------
@@ -231,9 +235,22 @@ def baseline_budget(s):
                           warm="--warmup_epochs=1 --epochs=1 --milestones=1", every="--epochs=1"))[s["BUDGET"]]
 
 
+def seeded(method, seed):
+    """The run name of `method`'s seed `seed` (the base and the arms on top; FGSM-RS)."""
+    return f"{method}-seed-{seed}"
+
+
+def baseline_labels(s):
+    """Each checkpoint's label in the baselines' tables (adv_testing.py names a run by its folder): its
+    (method, seed), for every base and arm and the seeds of the BUDGET (or SEEDS)."""
+    seeds = (s["SEEDS"] or baseline_budget(s)["seeds"]).split()
+    labels = {f"{seeded(method, seed)}/final": (method, int(seed)) for seed in seeds for method in ("fgsm-rs", *BASES, *ON_TOP)}
+    return {**labels, "pgd-at-seed-0/final": ("pgd-at", 0), "trades/final": ("trades", 0), "mart/final": ("mart", 0)}
+
+
 def baselines_write_up(ctx, seconds):
     from . import report
-    text = report.baselines_section(ctx.res, ctx.invocation(**seconds)["total_s"])
+    text = report.baselines_section(ctx.res, ctx.invocation(**seconds)["total_s"], baseline_labels(ctx.s))
     write(os.path.join(ctx.res, "summary.md"), text)
     report.write_section(ctx.path("RESULTS.md"), "mnist-baselines", text)
     print(text)
@@ -247,26 +264,26 @@ def baselines_plan(ctx):
     warm = {"pgd-at": b["warm"], "fgsm-rs": ""}[base]  # FGSM-RS: its cyclic schedule is not split
     arms = [arm for arm in sorted(ON_TOP, key=lambda a: a == "split") if arm != "split" or warm]  # the control last
     if s["PART"] != "on-top":
-        yield ctx.run("pgd-at-seed-0", "--preset=pgd-at-mnist --seed=0", b["smallcnn"], every)
+        yield ctx.run(seeded("pgd-at", 0), "--preset=pgd-at-mnist --seed=0", b["smallcnn"], every)
         for method in ("trades", "mart"):
             yield ctx.run(method, f"--preset={method}-mnist", b["smallcnn"], every)
         for seed in seeds:
-            yield ctx.run(f"fgsm-rs-seed-{seed}", f"--preset=fgsm-rs-mnist --seed={seed}", every)
+            yield ctx.run(seeded("fgsm-rs", seed), f"--preset=fgsm-rs-mnist --seed={seed}", every)
     if s["PART"] != "baselines":
         for seed in seeds:
-            yield ctx.run(f"{base}-seed-{seed}", f"--preset={base}-mnist --seed={seed}", own, every)
+            yield ctx.run(seeded(base, seed), f"--preset={base}-mnist --seed={seed}", own, every)
             for arm in arms:
-                yield ctx.run(f"on-{base}/{arm}-seed-{seed}", f"--preset={base}-mnist --seed={seed}", own, warm,
+                yield ctx.run(f"on-{base}/{seeded(arm, seed)}", f"--preset={base}-mnist --seed={seed}", own, warm,
                               ON_TOP[arm][0], every)
     yield SETTLE
-    baselines = ["pgd-at-seed-0", "trades", "mart", "fgsm-rs-seed-0"]
+    baselines = [seeded("pgd-at", 0), "trades", "mart", seeded("fgsm-rs", 0)]
     if s["PART"] != "on-top":
         yield ctx.table("baselines", baselines, f"--eps={s['EPS']} --budget=standard")
         # the default quick budget (10 iterations) at the largest eps: does it part from the standard one?
         yield ctx.table("quick-budget/baselines", baselines, f"--eps={s['EPS'].split(',')[-1]} --budget=quick")
     if s["PART"] != "baselines":
         for seed in seeds:
-            yield ctx.table(f"on-{base}/seed-{seed}", [f"{base}-seed-{seed}"] + [f"on-{base}/{a}-seed-{seed}" for a in arms],
+            yield ctx.table(f"on-{base}/seed-{seed}", [seeded(base, seed)] + [f"on-{base}/{seeded(a, seed)}" for a in arms],
                             f"--eps={s['EPS']} --budget=standard")
     yield SETTLE
     yield Step(lambda: baselines_write_up(ctx, dict(total_s=ctx.elapsed())), write_up=True)

@@ -5,8 +5,11 @@ import os
 import pandas as pd
 import pytest
 
-from robustlib import report
+from robustlib import report, studies
 from conftest import run_script
+
+# the labels of the hand-made tables: the definition's (its pgd-at seed 0 here named as the old tables did)
+LABELS = {**studies.baseline_labels(dict(SEEDS="0 1 2", BUDGET="cpu")), "pgd-at/final": ("pgd-at", 0)}
 
 ENV = dict(BUDGET="tiny", EXTRA="--dataset=digits", EPS="0.1,0.3",
            ATTACK_EXTRA="--n=16 --n_strong=8 --apgd_steps=2 --fab_steps=2 --square_queries=10 --spsa_iters=2")
@@ -92,8 +95,11 @@ def tables(tmp_path):
 
 
 def test_baselines_table_seeds_and_anchors(tables):
-    t, lines = report.runs_table(tables)
+    t, lines = report.runs_table(tables, LABELS)
     assert len(t[t.checkpoint == "fgsm-rs-seed-0/final"]) == 2  # in two tables, counted once
+    assert t[t.checkpoint == "ssc-seed-1/final"][["method", "seed"]].drop_duplicates().values.tolist() == [["ssc", 1]]
+    with pytest.raises(report.UserError, match="pgd-at/final is not a run of the study's definition"):
+        report.runs_table(tables, studies.baseline_labels(dict(SEEDS="0 1 2", BUDGET="cpu")))
     got = report.baselines_table(t, [0.3]).splitlines()
     assert got[2] == "| fgsm-rs | 2 | 97.0 ± 0.0 | 71.0 ± 1.4 |"
     assert got[3] == "| pgd-at | 1 | 98.0 [97.0, 99.0] | 80.0 [75.0, 85.0] |"
@@ -101,20 +107,20 @@ def test_baselines_table_seeds_and_anchors(tables):
 
 
 def test_on_top_difference_is_method_minus_baseline(tables):
-    t, lines = report.runs_table(tables)
+    t, lines = report.runs_table(tables, LABELS)
     extra = pd.DataFrame(rows("fgsm-rs-seed-2/final", 0.5, {}))  # a seed the method lacks: not in its clean
     t = pd.concat([t, extra.assign(method="fgsm-rs", seed=2)])
     got = report.on_top_table(t, lines, [0.3]).splitlines()
     assert got[0].startswith("| method | eps | seeds | clean (%): method / fgsm-rs | worst (%) |")
     assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 95.0 ± 1.4 / 97.0 ± 0.0 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
     (tables / "on-top-seed-1.md").write_text("")
-    t, lines = report.runs_table(tables)
+    t, lines = report.runs_table(tables, LABELS)
     with pytest.raises(report.UserError, match="ssc-seed-1/final with fgsm-rs-seed-1/final at eps 0.3"):
         report.on_top_table(t, lines, [0.3])
 
 
 def test_budget_check_is_quick_minus_standard(tables):
-    t, _ = report.runs_table(tables)
+    t, _ = report.runs_table(tables, LABELS)
     assert report.budget_check(t, tables) == []  # no quick-budget table: no section
     (tables / "quick-budget").mkdir()
     quick = rows("pgd-at/final", 0.98, {0.3: 0.815}) + rows("fgsm-rs-seed-0/final", 0.97, {0.3: 0.705})
@@ -142,12 +148,12 @@ def test_training_table_comes_from_the_records_beside_the_tables(tables):
         (folder / f"{flat}.train.log").write_text("not a log.csv\n")
         (folder / f"{flat}.command.txt").write_text("python vgg_training.py\n")
     assert list(report.training_records(str(tables))) == ["on-pgd-at/ssc-seed-0", "pgd-at-seed-0"]
-    text = report.baselines_section(str(tables), 60.0)
+    text = report.baselines_section(str(tables), 60.0, LABELS)
     assert text.endswith("| on-pgd-at/ssc-seed-0 | 3 | 11.35 | 3.0 |\n| pgd-at-seed-0 | 2 | 95.00 | 2.0 |\n")
     assert report.training_records(str(tables / "elsewhere")) == {}  # no training folder: no rows
     assert "Read first" not in text
     (tables / "CLAMPED-START.md").write_text("# The rows here are an ablation\n\nmore\n")  # a note on old runs
-    assert "**Read first (CLAMPED-START.md):** The rows here are an ablation.\n" in report.baselines_section(str(tables), 60.0)
+    assert "**Read first (CLAMPED-START.md):** The rows here are an ablation.\n" in report.baselines_section(str(tables), 60.0, LABELS)
 
 
 @pytest.mark.slow
@@ -186,7 +192,7 @@ def test_a_base_rerun_on_top_wins_over_the_older_table(tables):
     older = pd.read_csv(tables / "baselines.csv")  # the older run also has eps 0.1, which the rerun lacks
     eps_01 = rows("fgsm-rs-seed-0/final", 0.97, {0.1: 0.9})[1:] + rows("pgd-at/final", 0.98, {0.1: 0.85})[1:]
     pd.concat([older, pd.DataFrame(eps_01)]).to_csv(tables / "baselines.csv", index=False)
-    text = report.baselines_section(str(tables), 60.0)
+    text = report.baselines_section(str(tables), 60.0, LABELS)
     # not baselines.csv's 70.0 for seed 0 at eps 0.3, nor its 90.0 at eps 0.1: the older run is gone whole
     assert "| fgsm-rs | 2 | 98.0 ± 0.0 | - | 80.0 ± 0.0 |" in text
     assert "| pgd-at | 1 | 98.0 [97.0, 99.0] | 85.0 [80.0, 90.0] | 80.0 [75.0, 85.0] |" in text

@@ -65,6 +65,12 @@ def test_study_rows_interval_or_spread(study):
     assert rows[3].startswith("| RCC lambda 15 (features) | 1 |")
     assert [r for r, _, _ in points[0.06]] == ["lambda-0", "lambda-10", "lambda-300", "rcc"]
     assert points[0.06][2][1:] == pytest.approx((33.0, 2.0))
+    assert t[t.checkpoint == "lambda-300-seed-2/final"][["run", "lambda", "seed"]].iloc[0].tolist() == ["lambda-300", 300, 2]
+    frame = pd.read_csv(res / "robustness.csv")
+    frame.loc[0, "checkpoint"] = "lambda-7-seed-0/final"  # not a lambda of the definition: one line, no guess
+    frame.to_csv(res / "other.csv", index=False)
+    with pytest.raises(report.UserError, match="lambda-7-seed-0 is not a run of the lambda study's definition"):
+        report.study_table(res / "other.csv")
 
 
 def repro_inputs(tmp_path, dataset, accs, trained_s, total_s):
