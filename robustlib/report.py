@@ -24,7 +24,8 @@ PUBLISHED = {
 }
 TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "digits": "digits"}
 SECTIONS = ("reproduce-fashion-mnist", "reproduce-mnist", "reproduce-digits", "ce-vs-pclc-fashion-mnist",
-            "ce-vs-pclc-mnist", "ce-vs-pclc-digits", "study", "mnist-ssc-protocol",
+            "ce-vs-pclc-mnist", "ce-vs-pclc-digits", "ce-vs-pclc-l2-fashion-mnist", "ce-vs-pclc-l2-mnist",
+            "ce-vs-pclc-l2-digits", "study", "mnist-ssc-protocol",
             "mnist-baselines")
 _SECTION = re.compile(r"<!-- ([\w-]+) -->\n(.*?)<!-- /\1 -->\n", flags=re.S)
 

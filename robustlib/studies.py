@@ -81,19 +81,33 @@ CE_PCLC_EPS = {"fashion-mnist": "0.02,0.05,0.1", "mnist": "0.05,0.1,0.15", "digi
 CE_PCLC_ATTACKS = "--attacks=released,autoattack,adaptive,noise --budget=standard"
 
 
-def ce_pclc_write_up(ctx, dataset, seeds):
+CE_PCLC_L2_EPS = {"fashion-mnist": "0.5,1.5", "mnist": "1.0,2.0", "digits": "1.0,2.0"}  # up to the usual L2 radii
+
+
+def ce_pclc_findings(dataset, seeds=(0, 1, 2), rel=None, norm="linf"):
+    """The study's rows of a findings table (robustlib/findings.py), one per eps, from its tables
+    under `rel` (results/ce-vs-pclc/DATASET, or ce-vs-pclc-l2/DATASET for the L2 threat model)."""
+    from .report import TITLES
+    study = "ce-vs-pclc" if norm == "linf" else "ce-vs-pclc-l2"
+    rel = rel or f"results/{study}/{dataset}"
+    grid = CE_PCLC_EPS if norm == "linf" else CE_PCLC_L2_EPS
+    return [dict(claim=f"PC + LC vs CE, {TITLES[dataset]}" + ("" if norm == "linf" else ", L2"), table=f"{rel}/seed-{{seed}}",
+                 seeds=tuple(seeds), method="pclc/final", reference="ce/final", eps=float(eps), page="docs/reproduction.md")
+            for eps in grid[dataset].split(",")]
+
+
+def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
     from . import findings, report
     rel = os.path.relpath(ctx.res, ctx.out)
-    rows = [dict(claim=f"PC + LC vs CE, {report.TITLES[dataset]}", table=f"{rel}/seed-{{seed}}", seeds=seeds,
-                 method="pclc/final", reference="ce/final", eps=float(eps), page="docs/reproduction.md")
-            for eps in CE_PCLC_EPS[dataset].split(",")]
-    text = "\n".join([f"## CE vs PC + LC over seeds, {report.TITLES[dataset]} (`bash studies/ce_vs_pclc.sh`)", "",
+    rows = ce_pclc_findings(dataset, seeds, rel, norm)
+    title, command = ("over seeds", "ce_vs_pclc.sh") if norm == "linf" else ("in the L2 threat model", "ce_vs_pclc_l2.sh")
+    text = "\n".join([f"## CE vs PC + LC {title}, {report.TITLES[dataset]} (`bash studies/{command}`)", "",
                       f"Seeds {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
-                      f"floor at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
+                      f"floor ({norm}) at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
                       f"({rel}/seed-N.md); the difference is PC + LC minus CE, mean ± sd over seeds with the paired t "
                       "test over seeds and each seed's exact McNemar p.", "", findings.table(rows, ctx.out), ""])
     write(os.path.join(ctx.res, "summary.md"), text)
-    report.write_section(ctx.path("RESULTS.md"), f"ce-vs-pclc-{dataset}", text)
+    report.write_section(ctx.path("RESULTS.md"), f"{'ce-vs-pclc' if norm == 'linf' else 'ce-vs-pclc-l2'}-{dataset}", text)
     print(text)
 
 
@@ -109,6 +123,21 @@ def ce_pclc_plan(ctx):
             yield ctx.table(f"seed-{seed}", [f"seed-{seed}/ce", f"seed-{seed}/pclc"], CE_PCLC_ATTACKS,
                             f"--eps={CE_PCLC_EPS[dataset]} --n={ctx.s['N']} --n_strong={ctx.s['N']}")
         yield Step(lambda d=dataset: ce_pclc_write_up(ctx, d, seeds), write_up=True)
+
+
+def ce_pclc_l2_plan(ctx):
+    """The same pairs (the runs of ce-vs-pclc, trained here if absent) in the L2 threat model."""
+    seeds = [int(seed) for seed in ctx.s["SEEDS"].split()]
+    for dataset in ctx.s["DATASETS"].split():
+        ctx.runs, ctx.res = ctx.path("runs", "ce-vs-pclc", dataset), ctx.path("results", "ce-vs-pclc-l2", dataset)
+        for seed in seeds:
+            for arm in ("ce", "pclc"):
+                yield ctx.run(f"seed-{seed}/{arm}", f"--dataset={dataset}", reproduce_runs(dataset)[arm], f"--seed={seed}")
+        yield SETTLE
+        for seed in seeds:
+            yield ctx.table(f"seed-{seed}", [f"seed-{seed}/ce", f"seed-{seed}/pclc"], CE_PCLC_ATTACKS, "--norm=l2",
+                            f"--eps={CE_PCLC_L2_EPS[dataset]} --n={ctx.s['N']} --n_strong={ctx.s['N']}")
+        yield Step(lambda d=dataset: ce_pclc_write_up(ctx, d, seeds, "l2"), write_up=True)
 
 
 # ---- lambda-study: the title paper's lambda on Fashion-MNIST (docs/lambda-study.md) --------------------
@@ -299,6 +328,11 @@ STUDIES = {
                                                          "allowed fashion-mnist, mnist (digits for tests)")),
         SEEDS=Setting("0 1 2", **words(r"\d+", "seeds as whole numbers separated by spaces")),
         N=Setting("1000", **words(r"[1-9]\d*", "a whole number >= 1"))), ce_pclc_plan),
+    "ce-vs-pclc-l2": Study("CE against PC + LC in the L2 threat model (the runs of ce-vs-pclc)", dict(
+        DATASETS=Setting("fashion-mnist mnist", **words(r"fashion-mnist|mnist|digits",
+                                                         "allowed fashion-mnist, mnist (digits for tests)")),
+        SEEDS=Setting("0", **words(r"\d+", "seeds as whole numbers separated by spaces")),
+        N=Setting("500", **words(r"[1-9]\d*", "a whole number >= 1"))), ce_pclc_l2_plan),
     "lambda-study": Study("the title paper's lambda on Fashion-MNIST", {}, lambda_plan),
     "mnist-ssc": Study("the title paper's MNIST figure in its own protocol", dict(
         GRID=Setting("cpu", **choice(*GRIDS)), EPOCHS=Setting("3", **words(r"[1-9]\d*", "a whole number >= 1"))),

@@ -80,6 +80,22 @@ def test_mnist_ssc_tiny_grid_and_reproduce_runs():
     assert "--adv_eps=0.3 --adv_steps=10" in studies.reproduce_runs("mnist")["adv"]
 
 
+def test_ce_vs_pclc_l2_attacks_the_same_runs_in_l2():
+    """The L2 study trains nothing of its own: seed 0 of ce-vs-pclc's runs, the same settings, its
+    tables in L2 at the dataset's radii; its findings rows read those tables."""
+    _, l2 = plan("ce-vs-pclc-l2", DATASETS="mnist")
+    _, linf = plan("ce-vs-pclc", DATASETS="mnist", SEEDS="0")
+    assert runs_of(l2) == runs_of(linf) == {
+        f"ce-vs-pclc/mnist/seed-0/{arm}": f"--dataset=mnist --loss={arm} --warmup_epochs=8 --epochs=8 --seed=0"
+        for arm in ("ce", "pclc")}
+    (table,) = [s for s in l2 if isinstance(s, study.Table)]
+    assert table.csv == "/o/results/ce-vs-pclc-l2/mnist/seed-0.csv" and "--norm=l2" in table.args
+    assert "--eps=1.0,2.0" in table.args and "--n=500" in table.args
+    rows = studies.ce_pclc_findings("mnist", (0,), norm="l2")
+    assert [(r["table"], r["eps"], r["claim"]) for r in rows] == [
+        ("results/ce-vs-pclc-l2/mnist/seed-{seed}", e, "PC + LC vs CE, MNIST, L2") for e in (1.0, 2.0)]
+
+
 def test_stages_execute_their_steps(monkeypatch):
     done = []
     monkeypatch.setattr(study.Runner, "train", lambda self, s: done.append("train"))
