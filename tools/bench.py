@@ -37,7 +37,7 @@ OUT = "results/bench.json"    # where the figures are written
 SEED = 0
 ONLY = []                     # measure only these groups (GROUPS below; empty: all of them)
 
-GROUPS = ("main-job", "epoch", "speed-choices", "default-suite", "loss-cost", "training-step", "input-pipeline",
+GROUPS = ("main-job", "epoch", "speed-choices", "default-suite", "attack-cost", "loss-cost", "training-step", "input-pipeline",
           "adversarial-training", "cpu-bf16", "sweep-record", "gpu", "reproduce")
 RANGES = {"REPEATS": interval("[1, inf)", integer=True), "OUT": WRITABLE_FILE,
           "SEED": interval("[0, inf)", integer=True), "ONLY": each(one_of(*GROUPS))}
@@ -475,6 +475,37 @@ def suite_cost(repeats, quick, ckpt):
         spread=[1 / r["spread"][1], 1 / r["spread"][0]])}
 
 
+def attack_cost(repeats, quick, ckpt):
+    """Each attack of AutoAttack's standard version and of the adaptive suite alone, at the standard
+    budget, on the same images of the epoch's LeNet-5 at eps 0.05 (as adv_testing.py runs one job):
+    milliseconds per image each, and the adaptive suite's total against AutoAttack's (what the
+    standard budget's adaptive rows add)."""
+    import adv_testing
+    from robustlib import attacks, evaluation
+    from robustlib.data import get_dataset
+    test = get_dataset("digits" if quick else "fashion-mnist", False, "./data")
+    n, eps = (20, 0.05) if quick else (200, 0.05)
+    s = dict(adv_testing.settings_of(vars(adv_testing)), CHANNELS_LAST=True)
+    s.update({k: v for k, v in evaluation.BUDGETS["standard"].items() if k != "ATTACKS"})
+    if quick:
+        s.update(APGD_STEPS=5, FAB_STEPS=5, SQUARE_QUERIES=50)
+    model, index = trained_lenet(ckpt).to(memory_format=torch.channels_last), torch.arange(n)
+    groups = {"autoattack": attacks.SUITES["autoattack"], "adaptive": attacks.SUITES["adaptive"]}
+    times = {name: [] for names in groups.values() for name in names}
+    for _ in range(repeats):
+        for name in times:
+            start = time.perf_counter()
+            evaluation.attack_job(model, test, index, name, eps, s, "cpu")
+            times[name].append(time.perf_counter() - start)
+    per_image = {name: 1000 * statistics.median(t) / n for name, t in times.items()}
+    total = {g: sum(per_image[a] for a in names) for g, names in groups.items()}
+    return {"adaptive_vs_autoattack": dict(
+        value=round(total["adaptive"] / total["autoattack"], 4), target=None, met=None,
+        what=f"the adaptive suite's cost per image / AutoAttack's (standard budget, LeNet-5, eps {eps}, {n} images)",
+        ms_per_image={k: round(v, 2) for k, v in per_image.items()}, autoattack_ms=round(total["autoattack"], 2),
+        adaptive_ms=round(total["adaptive"], 2))}
+
+
 def main_job(quick):
     """README command 1 after set-up: the default training run, then adv_testing.py's default suite
     on its two checkpoints (all 10,000 test images; the costly attacks on N_STRONG of them),
@@ -586,8 +617,9 @@ def main(argv):
     # the main job first: the peak of child processes would otherwise include DataLoader workers
     jobs = {"main-job": lambda: main_job(quick),
             "epoch": lambda: epoch_cost(repeats, quick, work),
-            "speed-choices": lambda: layout_choices(repeats, quick, ckpt),  # these two attack the epoch's model
+            "speed-choices": lambda: layout_choices(repeats, quick, ckpt),  # these three attack the epoch's model
             "default-suite": lambda: suite_cost(repeats, quick, ckpt),
+            "attack-cost": lambda: attack_cost(repeats, quick, ckpt),
             "loss-cost": lambda: loss_cost(repeats, quick),
             "training-step": lambda: train_step_cost(repeats, quick),
             "input-pipeline": lambda: pipeline_cost(repeats, quick),
@@ -597,7 +629,7 @@ def main(argv):
             "gpu": lambda: gpu_speed(repeats, quick),
             "reproduce": lambda: reproduce_job(quick)}
     wanted = [g for g in GROUPS if not s["ONLY"] or g in s["ONLY"]]
-    if {"speed-choices", "default-suite"} & set(wanted) and "epoch" not in wanted:
+    if {"speed-choices", "default-suite", "attack-cost"} & set(wanted) and "epoch" not in wanted:
         wanted = [g for g in GROUPS if g in wanted or g == "epoch"]  # they need its checkpoint
     for name, fn in ((g, jobs[g]) for g in wanted):
         start = time.perf_counter()
