@@ -8,7 +8,7 @@ import pytest
 
 FIGURES = ["loss_cost_k10", "loss_cost_k100", "loss_cost_k1000", "train_step", "pipeline_vs_torchvision",
            "pipeline_vs_compute", "epoch_vs_plain", "choice_train_channels_last", "choice_attack_channels_last",
-           "choice_attack_threads", "choice_attack_batch", "suite_vs_bare", "adaptive_vs_autoattack", "main_job_minutes",
+           "choice_attack_threads", "choice_attack_batch", "suite_vs_bare", "adaptive_vs_autoattack", "attack_step_vs_sgemm_smallcnn", "attack_step_vs_sgemm_lenet5", "main_job_minutes",
            "reproduce_minutes", "memory_train_rss_mib", "budget_standard_vs_quick", "memory_gpu_mib", "gpu_bf16_channels_last",
            "adv_epoch_fgsm-rs", "adv_epoch_pgd", "adv_epoch_trades", "adv_epoch_mart", "cpu_bf16_lenet5",
            "cpu_bf16_smallcnn", "sweep_minutes", "sweep_points_per_cpu_hour"]

@@ -37,7 +37,7 @@ OUT = "results/bench.json"    # where the figures are written
 SEED = 0
 ONLY = []                     # measure only these groups (GROUPS below; empty: all of them)
 
-GROUPS = ("main-job", "epoch", "speed-choices", "default-suite", "attack-cost", "loss-cost", "training-step", "input-pipeline",
+GROUPS = ("main-job", "epoch", "speed-choices", "default-suite", "attack-cost", "floor", "loss-cost", "training-step", "input-pipeline",
           "adversarial-training", "cpu-bf16", "sweep-record", "gpu", "reproduce")
 RANGES = {"REPEATS": interval("[1, inf)", integer=True), "OUT": WRITABLE_FILE,
           "SEED": interval("[0, inf)", integer=True), "ONLY": each(one_of(*GROUPS))}
@@ -506,6 +506,37 @@ def attack_cost(repeats, quick, ckpt):
         adaptive_ms=round(total["adaptive"], 2))}
 
 
+def floor_cost(repeats, quick):
+    """The attack step near the CPU's floor: one forward pass and the gradient with respect to the
+    input (what every attack iteration does) of SmallCNN and LeNet-5 on MNIST-sized images (batch
+    500, fp32, channels_last as adv_testing.py runs them), in GFLOP/s of the operations it counts
+    (torch's FlopCounterMode), against the same run's torch.mm on float32 matrices of 1024; where
+    the step's time goes (its operators). Measured here and not taken: torch.compile of the model
+    (slower than eager for SmallCNN's step, 0.19 against 0.29 of sgemm, one thread beside a job)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from models import build_model
+    size, batch = (256, 50) if quick else (1024, 500)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    result = {}
+    for name, target in (("smallcnn", 0.6), ("lenet5", 0.3)):
+        model = build_model(name, 1, 28, 10).eval().to(memory_format=torch.channels_last).requires_grad_(False)
+        x = torch.rand(batch, 1, 28, 28).to(memory_format=torch.channels_last).requires_grad_(True)
+        y = torch.randint(0, 10, (batch,))
+
+        def step():  # the weights need no gradient: the input's alone, as an attack computes it
+            x.grad = None
+            nn.functional.cross_entropy(model(x), y).backward()
+        with FlopCounterMode(display=False) as counter:
+            step()
+        r = paired(lambda: torch.mm(a, b), step, repeats)
+        mm_gflops, step_gflops = 2 * size ** 3 / r["a_s"] / 1e9, counter.get_total_flops() / r["b_s"] / 1e9
+        result[f"attack_step_vs_sgemm_{name}"] = figure(
+            step_gflops / mm_gflops, target, "min", f"{name} attack step (forward + input gradient, batch {batch}) "
+            f"GFLOP/s / torch.mm's ({size}^2 fp32) in the same run", step_gflops=round(step_gflops, 2),
+            sgemm_gflops=round(mm_gflops, 2), where=op_profile(step, 1))  # where the floor is lost
+    return result
+
+
 def main_job(quick):
     """README command 1 after set-up: the default training run, then adv_testing.py's default suite
     on its two checkpoints (all 10,000 test images; the costly attacks on N_STRONG of them),
@@ -620,6 +651,7 @@ def main(argv):
             "speed-choices": lambda: layout_choices(repeats, quick, ckpt),  # these three attack the epoch's model
             "default-suite": lambda: suite_cost(repeats, quick, ckpt),
             "attack-cost": lambda: attack_cost(repeats, quick, ckpt),
+            "floor": lambda: floor_cost(repeats, quick),
             "loss-cost": lambda: loss_cost(repeats, quick),
             "training-step": lambda: train_step_cost(repeats, quick),
             "input-pipeline": lambda: pipeline_cost(repeats, quick),
