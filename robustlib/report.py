@@ -333,6 +333,24 @@ def mean_sd(values, interval=None):
     return f"{values[0]:.1f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
 
 
+def suites_table(tables, models):
+    """Markdown: per model and eps, the worst case of each suite alone and of all of them (mean ±
+    sd over the adv_testing tables `tables`, one per seed): what each suite moves. `models`:
+    {checkpoint label: its name in the table}."""
+    import pandas as pd
+    t = pd.concat([pd.read_csv(path) for path in tables])
+    suites = [("worst-released", "released attacks"), ("worst-autoattack", "AutoAttack"),
+              ("worst-adaptive", "adaptive suite"), ("worst", "all (worst case)")]
+    lines = ["| model | eps | " + " | ".join(f"{name} (%)" for _, name in suites) + " |", "|---|---|" + "---|" * len(suites)]
+    for label, name in models.items():
+        for eps in sorted(t[(t.checkpoint == label) & (t.attack == "worst")].eps.unique()):
+            def cell(attack):
+                rows = t[(t.checkpoint == label) & (t.attack == attack) & ((t.eps - eps).abs() < 1e-9)]
+                return mean_sd(100 * rows.accuracy) if len(rows) else "-"
+            lines.append(f"| {name} | {eps:g} | " + " | ".join(cell(a) for a, _ in suites) + " |")
+    return "\n".join(lines)
+
+
 def baselines_table(t, eps_grid):
     """Clean and worst case per baseline (seeds: mean ± sd), the published anchors beside them."""
     lines = ["| model | seeds | clean (%) | " + " | ".join(f"worst eps {e:g} (%)" for e in eps_grid) + " |",

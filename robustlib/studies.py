@@ -105,7 +105,10 @@ def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
                       f"Seeds {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
                       f"floor ({norm}) at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
                       f"({rel}/seed-N.md); the difference is PC + LC minus CE, mean ± sd over seeds with the paired t "
-                      "test over seeds and each seed's exact McNemar p.", "", findings.table(rows, ctx.out), ""])
+                      "test over seeds and each seed's exact McNemar p.", "", findings.table(rows, ctx.out), "",
+                      "What each suite finds alone (mean ± sd over seeds; one seed: its value):", "",
+                      report.suites_table([os.path.join(ctx.res, f"seed-{seed}.csv") for seed in seeds],
+                                          {"ce/final": "CE", "pclc/final": "PC + LC"}), ""])
     write(os.path.join(ctx.res, "summary.md"), text)
     report.write_section(ctx.path("RESULTS.md"), f"{'ce-vs-pclc' if norm == 'linf' else 'ce-vs-pclc-l2'}-{dataset}", text)
     print(text)

@@ -23,6 +23,11 @@ def test_ce_vs_pclc_then_l2_on_digits(tmp_path):
         assert set(t.eps[t.attack == "worst"]) == {0.1, 0.3}
     summary = (res / "summary.md").read_text()
     assert summary.count("| PC + LC vs CE, digits |") == 2 and "| 16, 2 |" in summary
+    # each suite alone, mean ± sd over the seeds (neither AutoAttack nor the whole adaptive suite ran: empty)
+    t0, t1 = (pd.read_csv(res / f"seed-{seed}.csv") for seed in (0, 1))
+    pick = lambda t: 100 * t[(t.checkpoint == "pclc/final") & (t.attack == "worst-released") & (t.eps == 0.3)].accuracy.iloc[0]  # noqa: E731
+    a, b = pick(t0), pick(t1)
+    assert f"| PC + LC | 0.3 | {(a + b) / 2:.1f} ± {abs(a - b) / 2 ** 0.5:.1f} | - | - | " in summary
     l2 = run_script("studies/ce_vs_pclc_l2.sh", dict(env, N="12"))
     assert l2.returncode == 0, l2.stderr[-2000:]
     assert " trained " not in l2.stdout  # seed 0's runs are ce-vs-pclc's
