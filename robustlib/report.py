@@ -246,12 +246,13 @@ def ssc_points(res, points):
         {"fgsm": 0, "pgd": 1, "mim": 2}) if c.name == "attack" else c).reset_index(drop=True)
 
 
-def sweep_timing(res):
-    """What the sweep's work took, from its own records (the same on every rerun): training, the sum
-    of the points' epoch times (RES/training/); attacking, the sum of the jobs' times in RES/*.log."""
+def sweep_timing(res, logs=r"(fgsm|pgd|mim)-eps[\d.]+\.log"):
+    """What a study's work took, from its own records (the same on every rerun): training, the sum
+    of the runs' epoch times (RES/training/); attacking, the sum of the jobs' times in its tables'
+    logs (RES/NAME.log, the names matching `logs`)."""
     train_s = sum(log.seconds.sum() for log in training_records(res).values())
     attack_s = 0.0
-    for name in sorted(f for f in os.listdir(res) if re.fullmatch(r"(fgsm|pgd|mim)-eps[\d.]+\.log", f)):
+    for name in sorted(f for f in os.listdir(res) if re.fullmatch(logs, f)):
         attack_s += sum(float(m) for m in re.findall(r"computed in ([\d.]+) s", read_text(os.path.join(res, name))))
     return dict(train_s=round(float(train_s), 1), attack_s=round(attack_s, 1))
 

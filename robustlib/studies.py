@@ -101,7 +101,10 @@ def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
     rel = os.path.relpath(ctx.res, ctx.out)
     rows = ce_pclc_findings(dataset, seeds, rel, norm)
     title, command = ("over seeds", "ce_vs_pclc.sh") if norm == "linf" else ("in the L2 threat model", "ce_vs_pclc_l2.sh")
+    took = report.sweep_timing(ctx.res, r"seed-\d+\.log")
     text = "\n".join([f"## CE vs PC + LC {title}, {report.TITLES[dataset]} (`bash studies/{command}`)", "",
+                      f"Work on a 2-core CPU, from the runs' and the jobs' own records: {took['train_s'] / 60:.1f} min "
+                      f"training, {took['attack_s'] / 60:.1f} min attacking.", "",
                       f"Seeds {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
                       f"floor ({norm}) at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
                       f"({rel}/seed-N.md); the difference is PC + LC minus CE, mean ± sd over seeds with the paired t "
