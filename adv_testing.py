@@ -29,7 +29,8 @@ EPS = "auto"                       # comma list (8/255 allowed); auto: the datas
 NORM = "linf"                      # the threat model: linf, or l2 (eps are L2 radii; auto: 0.5-2.0 on
 #                                    28-px sets, 0.125-0.5 on 32-px; the attacks with an L2 version)
 N = 1000                           # test images for the cheap attacks (0: all), a fixed random subset
-N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them)
+N_STRONG = 200                     # the first N_STRONG of those get every attack (0: all of them;
+#                                    --budget=standard: 1000)
 #                                    (clean accuracy is always measured on the whole test set)
 BATCH_SIZE = 500                   # images per attack call
 STEPS = registry.RELEASED_STEPS    # mim / pgd / bim iterations, step size eps/STEPS (released)

@@ -42,13 +42,14 @@ from .runtime import start_processes
 # the default attacks: a table of record holds them; --attacks=... given too wins.
 BUDGETS = {"quick": dict(APGD_STEPS=10, FAB_STEPS=10, SQUARE_QUERIES=5000, SQUARE_SCHEDULE="rescaled"),
            "standard": dict(APGD_STEPS=100, FAB_STEPS=100, SQUARE_QUERIES=5000, SQUARE_SCHEDULE="reference",
-                            ATTACKS=["released", "autoattack", "adaptive"])}
+                            ATTACKS=["released", "autoattack", "adaptive"], N_STRONG=1000)}
+NOT_IN_LABEL = ("ATTACKS", "N_STRONG")  # each attack is its own row, and every row says its n
 
 
 def budget_label(s):
     """The budget a run used: BUDGET where every iteration count it sets is as that budget says, else
-    custom (the attacks it adds do not count: each is its own row)."""
-    return s["BUDGET"] if all(s[k] == v for k, v in BUDGETS[s["BUDGET"]].items() if k != "ATTACKS") else "custom"
+    custom (the attacks it adds and the images it takes do not count: NOT_IN_LABEL)."""
+    return s["BUDGET"] if all(s[k] == v for k, v in BUDGETS[s["BUDGET"]].items() if k not in NOT_IN_LABEL) else "custom"
 
 
 EVALUATION = tuple(a for a in registry.ATTACKS if a not in registry.TRAINING_ONLY)  # attacks on offer

@@ -30,6 +30,10 @@ def test_budgets_set_the_reference_values():
     assert quick["ATTACKS"] == ["released", "autoattack"] and standard["ATTACKS"] == ["released", "autoattack", "adaptive"]
     chosen = settings("--budget=standard", "--attacks=fgsm")
     assert chosen["ATTACKS"] == ["fgsm"] and evaluation.budget_label(chosen) == "standard"
+    # and takes 1,000 images for every attack (the tables of record); fewer given: still the standard budget
+    assert quick["N_STRONG"] == 200 and standard["N_STRONG"] == 1000
+    fewer = settings("--budget=standard", "--n_strong=300")
+    assert fewer["N_STRONG"] == 300 and evaluation.budget_label(fewer) == "standard"
     # the same rule for vgg_training's PRESET constant
     edited = parse_settings(dict(vgg_training.settings_of(vars(vgg_training)), PRESET="ssc-released"), [],
                             vgg_training.PRESETS)[0]
