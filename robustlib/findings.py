@@ -16,16 +16,13 @@ import sys
 from . import report
 from .checkpoints import atomic_write
 from .errors import UserError, run
+from .studies import ce_pclc_findings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1, 2)
 _REPRO, _BASE = "results/{}-lenet5/robustness", "results/mnist-baselines"
 FINDINGS = [
-    *[dict(claim="PC + LC vs CE, Fashion-MNIST, with the adaptive suite", table="results/adaptive/n1000/seed-{seed}",
-           seeds=SEEDS, method="pclc/final", reference="ce/final", eps=eps, page="docs/reproduction.md")
-      for eps in (0.02, 0.05, 0.1)],
-    dict(claim="PC + LC vs CE, MNIST", table=_REPRO.format("mnist"),
-         method="pclc/final", reference="ce/final", eps=0.1, page="docs/reproduction.md"),
+    *ce_pclc_findings("fashion-mnist"), *ce_pclc_findings("mnist"),  # the ce-vs-pclc study's own rows
     dict(claim="SSC (lambda 100) + PGD-AT vs PGD-AT, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
          method="adv-struct/final", reference="adv/final", eps=0.1, page="docs/reproduction.md"),
     *[dict(claim=f"{method} on top of {base} vs {against}, MNIST", table=_BASE + f"/on-{folder}/seed-{{seed}}",

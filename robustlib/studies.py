@@ -91,7 +91,7 @@ def ce_pclc_findings(dataset, seeds=(0, 1, 2), rel=None, norm="linf"):
     study = "ce-vs-pclc" if norm == "linf" else "ce-vs-pclc-l2"
     rel = rel or f"results/{study}/{dataset}"
     grid = CE_PCLC_EPS if norm == "linf" else CE_PCLC_L2_EPS
-    return [dict(claim=f"PC + LC vs CE, {TITLES[dataset]}" + ("" if norm == "linf" else ", L2"), table=f"{rel}/seed-{{seed}}",
+    return [dict(claim=f"PC + LC vs CE, {TITLES[dataset]}, with the adaptive suite" + ("" if norm == "linf" else ", L2"), table=f"{rel}/seed-{{seed}}",
                  seeds=tuple(seeds), method="pclc/final", reference="ce/final", eps=float(eps), page="docs/reproduction.md")
             for eps in grid[dataset].split(",")]
 
