@@ -105,7 +105,7 @@ def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
     text = "\n".join([f"## CE vs PC + LC {title}, {report.TITLES[dataset]} (`bash studies/{command}`)", "",
                       f"Work on a 2-core CPU, from the runs' and the jobs' own records: {took['train_s'] / 60:.1f} min "
                       f"training, {took['attack_s'] / 60:.1f} min attacking.", "",
-                      f"Seeds {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
+                      f"Seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
                       f"floor ({norm}) at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
                       f"({rel}/seed-N.md); the difference is PC + LC minus CE, mean ± sd over seeds with the paired t "
                       "test over seeds and each seed's exact McNemar p.", "", findings.table(rows, ctx.out), "",
