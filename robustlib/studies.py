@@ -79,18 +79,18 @@ def reproduce_plan(ctx):
 # the write-up: per eps the difference PC + LC - CE per seed, mean ± sd and the paired t over seeds
 CE_PCLC_EPS = {"fashion-mnist": "0.02,0.05,0.1", "mnist": "0.05,0.1,0.15", "digits": "0.1,0.3"}
 CE_PCLC_ATTACKS = "--attacks=released,autoattack,adaptive,noise --budget=standard"
-
-
 CE_PCLC_L2_EPS = {"fashion-mnist": "0.5,1.5", "mnist": "1.0,2.0", "digits": "1.0,2.0"}  # up to the usual L2 radii
+CE_PCLC_NORMS = {  # threat model: its study (results/STUDY/), eps grid, title and script
+    "linf": ("ce-vs-pclc", CE_PCLC_EPS, "over seeds", "ce_vs_pclc.sh"),
+    "l2": ("ce-vs-pclc-l2", CE_PCLC_L2_EPS, "in the L2 threat model", "ce_vs_pclc_l2.sh")}
 
 
 def ce_pclc_findings(dataset, seeds=(0, 1, 2), rel=None, norm="linf"):
     """The study's rows of a findings table (robustlib/findings.py), one per eps, from its tables
     under `rel` (results/ce-vs-pclc/DATASET, or ce-vs-pclc-l2/DATASET for the L2 threat model)."""
     from .report import TITLES
-    study = "ce-vs-pclc" if norm == "linf" else "ce-vs-pclc-l2"
+    study, grid = CE_PCLC_NORMS[norm][:2]
     rel = rel or f"results/{study}/{dataset}"
-    grid = CE_PCLC_EPS if norm == "linf" else CE_PCLC_L2_EPS
     return [dict(claim=f"PC + LC vs CE, {TITLES[dataset]}, with the adaptive suite" + ("" if norm == "linf" else ", L2"), table=f"{rel}/seed-{{seed}}",
                  seeds=tuple(seeds), method="pclc/final", reference="ce/final", eps=float(eps), page="docs/reproduction.md")
             for eps in grid[dataset].split(",")]
@@ -100,7 +100,7 @@ def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
     from . import findings, report
     rel = os.path.relpath(ctx.res, ctx.out)
     rows = ce_pclc_findings(dataset, seeds, rel, norm)
-    title, command = ("over seeds", "ce_vs_pclc.sh") if norm == "linf" else ("in the L2 threat model", "ce_vs_pclc_l2.sh")
+    study, _, title, command = CE_PCLC_NORMS[norm]
     took = report.sweep_timing(ctx.res, r"seed-\d+\.log")
     text = "\n".join([f"## CE vs PC + LC {title}, {report.TITLES[dataset]} (`bash studies/{command}`)", "",
                       f"Work on a 2-core CPU, from the runs' and the jobs' own records: {took['train_s'] / 60:.1f} min "
@@ -113,37 +113,26 @@ def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
                       report.suites_table([os.path.join(ctx.res, f"seed-{seed}.csv") for seed in seeds],
                                           {"ce/final": "CE", "pclc/final": "PC + LC"}), ""])
     write(os.path.join(ctx.res, "summary.md"), text)
-    report.write_section(ctx.path("RESULTS.md"), f"{'ce-vs-pclc' if norm == 'linf' else 'ce-vs-pclc-l2'}-{dataset}", text)
+    report.write_section(ctx.path("RESULTS.md"), f"{study}-{dataset}", text)
     print(text)
 
 
-def ce_pclc_plan(ctx):
+def ce_pclc_plan(ctx, norm="linf"):
+    """Per dataset and seed the CE and PC + LC runs (ce-vs-pclc's, in either threat model: trained
+    where absent), their table in `norm` and the write-up."""
     seeds = [int(seed) for seed in ctx.s["SEEDS"].split()]
+    study, grid = CE_PCLC_NORMS[norm][:2]
     for dataset in ctx.s["DATASETS"].split():
-        ctx.runs, ctx.res = ctx.path("runs", "ce-vs-pclc", dataset), ctx.path("results", "ce-vs-pclc", dataset)
+        ctx.runs, ctx.res = ctx.path("runs", "ce-vs-pclc", dataset), ctx.path("results", study, dataset)
         for seed in seeds:
             for arm in ("ce", "pclc"):
                 yield ctx.run(f"seed-{seed}/{arm}", f"--dataset={dataset}", reproduce_runs(dataset)[arm], f"--seed={seed}")
         yield SETTLE
         for seed in seeds:
             yield ctx.table(f"seed-{seed}", [f"seed-{seed}/ce", f"seed-{seed}/pclc"], CE_PCLC_ATTACKS,
-                            f"--eps={CE_PCLC_EPS[dataset]} --n={ctx.s['N']} --n_strong={ctx.s['N']}")
-        yield Step(lambda d=dataset: ce_pclc_write_up(ctx, d, seeds), write_up=True)
-
-
-def ce_pclc_l2_plan(ctx):
-    """The same pairs (the runs of ce-vs-pclc, trained here if absent) in the L2 threat model."""
-    seeds = [int(seed) for seed in ctx.s["SEEDS"].split()]
-    for dataset in ctx.s["DATASETS"].split():
-        ctx.runs, ctx.res = ctx.path("runs", "ce-vs-pclc", dataset), ctx.path("results", "ce-vs-pclc-l2", dataset)
-        for seed in seeds:
-            for arm in ("ce", "pclc"):
-                yield ctx.run(f"seed-{seed}/{arm}", f"--dataset={dataset}", reproduce_runs(dataset)[arm], f"--seed={seed}")
-        yield SETTLE
-        for seed in seeds:
-            yield ctx.table(f"seed-{seed}", [f"seed-{seed}/ce", f"seed-{seed}/pclc"], CE_PCLC_ATTACKS, "--norm=l2",
-                            f"--eps={CE_PCLC_L2_EPS[dataset]} --n={ctx.s['N']} --n_strong={ctx.s['N']}")
-        yield Step(lambda d=dataset: ce_pclc_write_up(ctx, d, seeds, "l2"), write_up=True)
+                            *(["--norm=l2"] if norm == "l2" else []),
+                            f"--eps={grid[dataset]} --n={ctx.s['N']} --n_strong={ctx.s['N']}")
+        yield Step(lambda d=dataset: ce_pclc_write_up(ctx, d, seeds, norm), write_up=True)
 
 
 # ---- lambda-study: the title paper's lambda on Fashion-MNIST (docs/lambda-study.md) --------------------
@@ -338,7 +327,7 @@ STUDIES = {
         DATASETS=Setting("fashion-mnist mnist", **words(r"fashion-mnist|mnist|digits",
                                                          "allowed fashion-mnist, mnist (digits for tests)")),
         SEEDS=Setting("0", **words(r"\d+", "seeds as whole numbers separated by spaces")),
-        N=Setting("500", **words(r"[1-9]\d*", "a whole number >= 1"))), ce_pclc_l2_plan),
+        N=Setting("500", **words(r"[1-9]\d*", "a whole number >= 1"))), lambda ctx: ce_pclc_plan(ctx, "l2")),
     "lambda-study": Study("the title paper's lambda on Fashion-MNIST", {}, lambda_plan),
     "mnist-ssc": Study("the title paper's MNIST figure in its own protocol", dict(
         GRID=Setting("cpu", **choice(*GRIDS)), EPOCHS=Setting("3", **words(r"[1-9]\d*", "a whole number >= 1"))),
