@@ -5,9 +5,10 @@
 A finding is one entry of FINDINGS: a method's checkpoint against a reference checkpoint, at one
 eps, in the adv_testing tables `table` (one per seed: `{seed}` in the names). Its row shows what the
 released attacks say (the `released` row of the tables), what the strongest evaluation says (`worst`:
-every attack of the default suite, AutoAttack included, on the same images), their difference with
-the exact McNemar p of adv_testing's comparison (per seed), the evidence (n, seeds, intervals) and
-the page that discusses it. tests/test_findings.py fails when README's table and this disagree.
+every attack of the default suite, AutoAttack included, on the same images), their difference (one
+seed: with the exact McNemar p of adv_testing's comparison; several: mean ± sd, "t p" the paired t
+test's p over seeds, and in how many seeds McNemar's p < 0.05), the evidence (n, seeds, intervals),
+and the claim linked to the page that discusses it (on the first of its lines, one per eps). tests/test_findings.py fails when README's table and this disagree.
 """
 import os
 import statistics
@@ -23,23 +24,23 @@ SEEDS = (0, 1, 2)
 _REPRO, _BASE = "results/{}-lenet5/robustness", "results/mnist-baselines"
 FINDINGS = [
     *ce_pclc_findings("fashion-mnist"), *ce_pclc_findings("mnist"),  # the ce-vs-pclc study's own rows
-    dict(claim="SSC (lambda 100) + PGD-AT vs PGD-AT, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
+    dict(claim="SSC (λ 100) + PGD-AT vs PGD-AT, Fashion-MNIST", table=_REPRO.format("fashion-mnist"),
          method="adv-struct/final", reference="adv/final", eps=0.1, page="docs/reproduction.md"),
     *[dict(claim=f"{method} on top of {base} vs {against}, MNIST", table=_BASE + f"/on-{folder}/seed-{{seed}}",
            seeds=SEEDS, method=f"{arm}-seed-{{seed}}/final", reference=f"{ref}-seed-{{seed}}/final", eps=0.3,
            page="docs/baselines.md")
       for base, folder, against, ref in (("PGD-AT", "pgd-at", "the control", "split"),
                                          ("FGSM-RS", "fgsm-rs", "FGSM-RS", "fgsm-rs"))
-      for method, arm in (("PC + LC", "pclc"), ("SSC (lambda 300)", "ssc"))],
-    dict(claim="FGSM-RS trained here, as released (released attack: PGD-50 x 10)", table=_BASE + "/fgsm-rs/seeds-0-2",
+      for method, arm in (("PC + LC", "pclc"), ("SSC (λ 300)", "ssc"))],
+    dict(claim="FGSM-RS trained here as released (its PGD-50 x 10)", table=_BASE + "/fgsm-rs/seeds-0-2",
          seeds=SEEDS, method="fgsm-rs-seed-{seed}/final", reference=None, released="pgd-50x10", eps=0.3,
          page="docs/baselines.md"),
-    dict(claim="FGSM-RS, fast_adversarial's released model (released attack: PGD-50 x 10)",
+    dict(claim="FGSM-RS, fast_adversarial's model (its PGD-50 x 10)",
          table=_BASE + "/released-models/fast-adversarial", method="fa/fgsm", reference=None,
          released="pgd-50x10", eps=0.3, page="docs/baselines.md"),
 ]
-HEADER = ["| finding | eps | released attacks (%) | worst case (%) | difference (points) | n, seeds | page |",
-          "|---|---|---|---|---|---|---|"]
+HEADER = ["| finding | eps | released attacks (%) | worst case (%) | difference (points) | n, seeds |",
+          "|---|---|---|---|---|---|"]
 
 
 def read_table(root, name):
@@ -83,8 +84,8 @@ def cell(rows, interval):
                           (100 * rows[0].ci_low, 100 * rows[0].ci_high) if interval else None)
 
 
-def row(f, root=ROOT):
-    """The finding's line of the table."""
+def row(f, root=ROOT, first=True):
+    """The finding's line of the table; the claim, linked to its page, only on the `first` of its lines."""
     seeds, eps, released = f.get("seeds", (0,)), f["eps"], f.get("released", "worst-released")
     got = {"method": {"released": [], "worst": []}, "reference": {"released": [], "worst": []}}
     diffs, ps = [], []
@@ -107,15 +108,19 @@ def row(f, root=ROOT):
     elif len(seeds) == 1:
         diff = f"{diffs[0]:+.1f} (p {ps[0]:.2g})"
     else:
-        diff = (f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f} (paired t over seeds p {paired_p(diffs):.2g}; McNemar p < 0.05 in "
+        diff = (f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f} (t p {paired_p(diffs):.2g}; "
                 f"{sum(p < 0.05 for p in ps)} of {len(ps)})")
     sizes = [int(got["method"][key][0].n) for key in ("released", "worst")]
     evidence = f"{sizes[1]}" if sizes[0] == sizes[1] else f"{sizes[0]} / {sizes[1]}"
-    return (f"| {f['claim']} | {eps:g} | {pair('released', False)} | {pair('worst', len(seeds) == 1)} | {diff} | "
-            f"{evidence}, {len(seeds)} | [{os.path.basename(f['page'])[:-3]}]({f['page']}) |")
+    claim = f"[{f['claim']}]({f['page']})" if first else ""
+    return (f"| {claim} | {eps:g} | {pair('released', False)} | {pair('worst', len(seeds) == 1)} | {diff} | "
+            f"{evidence}, {len(seeds)} |")
+
 
 def table(findings=FINDINGS, root=ROOT):
-    return "\n".join(HEADER + [row(f, root) for f in findings])
+    """The table: a claim's lines one after another (its eps), the claim written on the first."""
+    claims = [f["claim"] for f in findings]
+    return "\n".join(HEADER + [row(f, root, i == 0 or claims[i - 1] != f["claim"]) for i, f in enumerate(findings)])
 
 
 def write_readme(path, text):

@@ -91,7 +91,8 @@ def ce_pclc_findings(dataset, seeds=(0, 1, 2), rel=None, norm="linf"):
     from .report import TITLES
     study, grid = CE_PCLC_NORMS[norm][:2]
     rel = rel or f"results/{study}/{dataset}"
-    return [dict(claim=f"PC + LC vs CE, {TITLES[dataset]}, with the adaptive suite" + ("" if norm == "linf" else ", L2"), table=f"{rel}/seed-{{seed}}",
+    return [dict(claim=f"PC + LC vs CE (+ adaptive suite), {TITLES[dataset]}" + ("" if norm == "linf" else ", L2"),
+                 table=f"{rel}/seed-{{seed}}",
                  seeds=tuple(seeds), method="pclc/final", reference="ce/final", eps=float(eps), page="docs/reproduction.md")
             for eps in grid[dataset].split(",")]
 
@@ -107,8 +108,8 @@ def ce_pclc_write_up(ctx, dataset, seeds, norm="linf"):
                       f"training, {took['attack_s'] / 60:.1f} min attacking.", "",
                       f"Seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; every attack of the default and adaptive suites and the noise "
                       f"floor ({norm}) at `--budget=standard` on the same {ctx.s['N']} test images of each seed's table "
-                      f"({rel}/seed-N.md); the difference is PC + LC minus CE, mean ± sd over seeds with the paired t "
-                      "test over seeds and each seed's exact McNemar p.", "", findings.table(rows, ctx.out), "",
+                      f"({rel}/seed-N.md); the difference is PC + LC minus CE: one seed, with its exact McNemar p; "
+                      "seeds, mean ± sd with the paired t test's p over seeds (t p) and the seeds whose McNemar p < 0.05.", "", findings.table(rows, ctx.out), "",
                       "What each suite finds alone (mean ± sd over seeds; one seed: its value):", "",
                       report.suites_table([os.path.join(ctx.res, f"seed-{seed}.csv") for seed in seeds],
                                           {"ce/final": "CE", "pclc/final": "PC + LC"}), ""])

@@ -22,7 +22,8 @@ def test_ce_vs_pclc_then_l2_on_digits(tmp_path):
         assert set(t.checkpoint) == {"ce/final", "pclc/final"} and set(t.n[t.attack == "worst"]) == {16}
         assert set(t.eps[t.attack == "worst"]) == {0.1, 0.3}
     summary = (res / "summary.md").read_text()
-    assert summary.count("| PC + LC vs CE, digits, with the adaptive suite |") == 2 and "| 16, 2 |" in summary
+    assert "| [PC + LC vs CE (+ adaptive suite), digits](docs/reproduction.md) | 0.1 |" in summary
+    assert "\n|  | 0.3 | " in summary and summary.count("| 16, 2 |") == 2
     # each suite alone, mean ± sd over the seeds (neither AutoAttack nor the whole adaptive suite ran: empty)
     t0, t1 = (pd.read_csv(res / f"seed-{seed}.csv") for seed in (0, 1))
     pick = lambda t: 100 * t[(t.checkpoint == "pclc/final") & (t.attack == "worst-released") & (t.eps == 0.3)].accuracy.iloc[0]  # noqa: E731
@@ -36,7 +37,8 @@ def test_ce_vs_pclc_then_l2_on_digits(tmp_path):
     assert "Threat model: L2" in (tmp_path / "results/ce-vs-pclc-l2/digits/seed-0.md").read_text()
     results = (tmp_path / "RESULTS.md").read_text()
     assert "<!-- ce-vs-pclc-digits -->" in results and "<!-- ce-vs-pclc-l2-digits -->" in results
-    assert "| PC + LC vs CE, digits, with the adaptive suite, L2 | 2 |" in results
+    assert "| [PC + LC vs CE (+ adaptive suite), digits, L2](docs/reproduction.md) | 1 |" in results
+    assert "\n|  | 2 | " in results
     for script, extra in (("studies/ce_vs_pclc.sh", dict(SEEDS="0 1", N="16")), ("studies/ce_vs_pclc_l2.sh", dict(N="12"))):
         again = run_script(script, dict(env, STAGE="report", **extra))
         assert again.returncode == 0, again.stderr[-2000:]

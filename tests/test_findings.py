@@ -40,16 +40,16 @@ def res(tmp_path):
 
 def test_one_seed_shows_intervals_and_mcnemar(res):
     f = dict(claim="m vs r", table="t-0", method="m-0/final", reference="r-0/final", eps=0.3, page="docs/x.md")
-    assert findings.row(f, str(res)) == ("| m vs r | 0.3 | 80.0 / 60.0 | 60.0 [55.0, 64.0] / 50.0 [45.0, 54.0] | "
-                                         "+10.0 (p 0.01) | 200, 1 | [x](docs/x.md) |")
+    assert findings.row(f, str(res)) == ("| [m vs r](docs/x.md) | 0.3 | 80.0 / 60.0 | 60.0 [55.0, 64.0] / 50.0 [45.0, 54.0] | "
+                                         "+10.0 (p 0.01) | 200, 1 |")
 
 
 def test_seeds_show_mean_sd_and_the_seeds_beyond_noise(res):
     """Seed 1's comparison is written reference first: the difference is still method minus reference."""
     f = dict(claim="m vs r", table="t-{seed}", seeds=(0, 1), method="m-{seed}/final", reference="r-{seed}/final",
              eps=0.3, page="docs/x.md")
-    assert findings.row(f, str(res)) == ("| m vs r | 0.3 | 85.0 ± 7.1 / 55.0 ± 7.1 | 65.0 ± 7.1 / 45.0 ± 7.1 | "
-                                         "+20.0 ± 14.1 (paired t over seeds p 0.3; McNemar p < 0.05 in 1 of 2) | 200, 2 | [x](docs/x.md) |")
+    assert findings.row(f, str(res)) == ("| [m vs r](docs/x.md) | 0.3 | 85.0 ± 7.1 / 55.0 ± 7.1 | 65.0 ± 7.1 / 45.0 ± 7.1 | "
+                                         "+20.0 ± 14.1 (t p 0.3; 1 of 2) | 200, 2 |")
 
 
 def test_paired_p_by_hand():
@@ -65,7 +65,19 @@ def test_no_reference_and_another_released_attack(res):
     pd.concat([t, pd.DataFrame([extra])]).to_csv(res / "t-0.csv", index=False)
     f = dict(claim="m", table="t-0", method="m-0/final", reference=None, released="pgd-50x10", eps=0.3,
              page="docs/x.md")
-    assert findings.row(f, str(res)) == "| m | 0.3 | 90.0 | 60.0 [55.0, 64.0] | - | 1000 / 200, 1 | [x](docs/x.md) |"
+    assert findings.row(f, str(res)) == "| [m](docs/x.md) | 0.3 | 90.0 | 60.0 [55.0, 64.0] | - | 1000 / 200, 1 |"
+
+
+def test_a_claims_later_lines_leave_it_out(res):
+    """One claim at two eps, then another: the claim and its link are written once, on its first line."""
+    f = dict(claim="m vs r", table="t-0", method="m-0/final", reference="r-0/final", eps=0.3, page="docs/x.md")
+    t = pd.read_csv(res / "t-0.csv")
+    pd.concat([t, t.assign(eps=0.1)]).to_csv(res / "t-0.csv", index=False)
+    (res / "t-0.md").write_text("| m-0/final - r-0/final | 0.3 | +10.0 | 0.01 | x |\n"
+                                "| m-0/final - r-0/final | 0.1 | +10.0 | 0.02 | x |\n")
+    lines = findings.table([f, dict(f, eps=0.1), dict(f, claim="other")], str(res)).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["| [m vs r](docs/x.md)", "| ", "| [other](docs/x.md)"]
+    assert [line.split(" | ")[1] for line in lines] == ["0.3", "0.1", "0.3"]
 
 
 def test_missing_rows_tables_and_comparisons_are_one_line(res):
@@ -102,3 +114,23 @@ def test_every_relative_link_of_readme_and_docs_resolves(root):
                         not os.path.exists(os.path.join(root, os.path.dirname(page), path)):
                     broken.append(f"{page}: {target}")
     assert broken == []
+
+
+SECTIONS = ["Findings", "Install", "Quick start", "The losses in your own training loop", "Evaluate your own checkpoint",
+            "Train", "Reproduce", "Layout", "Tests", "Cite", "Licence"]
+
+
+def test_readme_is_a_front_door(root):
+    """At most 15 KB, its sections in the newcomer's order, the install command within the first
+    3 KB and the evaluation of one's own checkpoint within the first 8 KB (bytes, as a reader's
+    browser counts them)."""
+    with open(os.path.join(root, "README.md"), "rb") as f:
+        raw = f.read()
+    text = raw.decode()
+    assert len(raw) <= 15 * 1024
+    heads = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert [next((s for s in SECTIONS if h.startswith(s)), h) for h in heads] == SECTIONS
+    install = raw.index(b"pip install torch")
+    assert raw.index(b"## Install") < install and raw.index(b"\n", install) <= 3 * 1024
+    evaluate = raw.index(b"python adv_testing.py runs/mine/final.pt")
+    assert raw.index(b"## Evaluate your own checkpoint") < evaluate and raw.index(b"\n", evaluate) <= 8 * 1024

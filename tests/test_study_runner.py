@@ -93,7 +93,7 @@ def test_ce_vs_pclc_l2_attacks_the_same_runs_in_l2():
     assert "--eps=1.0,2.0" in table.args and "--n=500" in table.args
     rows = studies.ce_pclc_findings("mnist", (0,), norm="l2")
     assert [(r["table"], r["eps"], r["claim"]) for r in rows] == [
-        ("results/ce-vs-pclc-l2/mnist/seed-{seed}", e, "PC + LC vs CE, MNIST, with the adaptive suite, L2") for e in (1.0, 2.0)]
+        ("results/ce-vs-pclc-l2/mnist/seed-{seed}", e, "PC + LC vs CE (+ adaptive suite), MNIST, L2") for e in (1.0, 2.0)]
 
 
 def test_stages_execute_their_steps(monkeypatch):
