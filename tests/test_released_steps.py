@@ -83,6 +83,41 @@ def project_steps(s, model, xs, ys, epochs_of_schedule=2):
     return model
 
 
+def fast_adversarial_fgsm_delta(model, X, y, eps, alpha, clamp_start):
+    """train_mnist.py's FGSM delta: a uniform start, one signed step, projected to the ball and [0, 1]."""
+    if clamp_start:  # the ablation: torchattacks' FFGSM (N(0, 1) drawn, overwritten by
+        delta = torch.randn_like(X).uniform_(-eps, eps)  # U(-eps, eps)) clips the start first
+        delta = torch.clamp(X + delta, 0, 1) - X
+    else:
+        delta = torch.zeros_like(X).uniform_(-eps, eps)
+    delta.requires_grad = True
+    loss = F.cross_entropy(model(X + delta), y)
+    loss.backward()
+    grad = delta.grad.detach()
+    delta.data = torch.clamp(delta + alpha * torch.sign(grad), -eps, eps)
+    delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
+    return delta.detach()
+
+
+def fast_adversarial_pgd_delta(model, opt, X, y, eps, alpha, iters, zero_delta_grad):
+    """train_mnist.py's PGD delta: only the samples still classified correctly move at each step."""
+    delta = torch.zeros_like(X).uniform_(-eps, eps)
+    delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
+    for _ in range(iters):
+        delta.requires_grad = True
+        output = model(X + delta)
+        loss = F.cross_entropy(output, y)
+        opt.zero_grad()
+        loss.backward()
+        grad = delta.grad.detach()
+        index = output.max(1)[1] == y
+        delta.data[index] = torch.clamp(delta + alpha * torch.sign(grad), -eps, eps)[index]
+        delta.data[index] = torch.max(torch.min(1 - X, delta.data), 0 - X)[index]
+        if zero_delta_grad:  # not released: train_mnist.py lets delta.grad accumulate
+            delta.grad.zero_()
+    return delta.detach()
+
+
 def fast_adversarial_steps(model, xs, ys, attack, eps, alpha, lr_max, epochs, iters=40, cyclic=True,
                            clamp_start=False, zero_delta_grad=False):
     """train_mnist.py's loop over these batches as epoch 0 of `epochs` (facts: spec of the released code)."""
@@ -93,34 +128,9 @@ def fast_adversarial_steps(model, xs, ys, attack, eps, alpha, lr_max, epochs, it
     for i, (X, y) in enumerate(zip(xs, ys)):
         opt.param_groups[0].update(lr=schedule(0 + (i + 1) / len(xs)))
         if attack == "fgsm":
-            if clamp_start:  # the ablation: torchattacks' FFGSM (N(0, 1) drawn, overwritten by
-                delta = torch.randn_like(X).uniform_(-eps, eps)  # U(-eps, eps)) clips the start first
-                delta = torch.clamp(X + delta, 0, 1) - X
-            else:
-                delta = torch.zeros_like(X).uniform_(-eps, eps)
-            delta.requires_grad = True
-            loss = F.cross_entropy(model(X + delta), y)
-            loss.backward()
-            grad = delta.grad.detach()
-            delta.data = torch.clamp(delta + alpha * torch.sign(grad), -eps, eps)
-            delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
-            delta = delta.detach()
+            delta = fast_adversarial_fgsm_delta(model, X, y, eps, alpha, clamp_start)
         else:
-            delta = torch.zeros_like(X).uniform_(-eps, eps)
-            delta.data = torch.max(torch.min(1 - X, delta.data), 0 - X)
-            for _ in range(iters):
-                delta.requires_grad = True
-                output = model(X + delta)
-                loss = F.cross_entropy(output, y)
-                opt.zero_grad()
-                loss.backward()
-                grad = delta.grad.detach()
-                index = output.max(1)[1] == y
-                delta.data[index] = torch.clamp(delta + alpha * torch.sign(grad), -eps, eps)[index]
-                delta.data[index] = torch.max(torch.min(1 - X, delta.data), 0 - X)[index]
-                if zero_delta_grad:  # not released: train_mnist.py lets delta.grad accumulate
-                    delta.grad.zero_()
-            delta = delta.detach()
+            delta = fast_adversarial_pgd_delta(model, opt, X, y, eps, alpha, iters, zero_delta_grad)
         output = model(torch.clamp(X + delta, 0, 1))
         loss = F.cross_entropy(output, y)
         opt.zero_grad()
@@ -262,32 +272,50 @@ def test_pgd_50x10_is_fast_adversarials_evaluation():
     assert (ours - x).abs().max() <= 0.3 + 1e-12 and 0 <= ours.min() and ours.max() <= 1
 
 
+def released_inner_max(kind, model, X, y, eps, alpha, iters):
+    """x' from x + 0.001 N(0, I) (the CPU generator), `iters` signed steps in eval mode (TRADES ascends
+    sum_i KL(p(x) || p(x')), MART the cross-entropy), projected to the ball and [0, 1]."""
+    kl_sum = torch.nn.KLDivLoss(reduction="sum")
+    model.eval()
+    x_adv = X.detach() + 0.001 * torch.randn(X.shape).detach()
+    for _ in range(iters):
+        x_adv.requires_grad_()
+        if kind == "trades":
+            objective = kl_sum(F.log_softmax(model(x_adv), dim=1), F.softmax(model(X), dim=1))
+        else:
+            objective = F.cross_entropy(model(x_adv), y)
+        grad = torch.autograd.grad(objective, [x_adv])[0]
+        x_adv = x_adv.detach() + alpha * torch.sign(grad.detach())
+        x_adv = torch.clamp(torch.min(torch.max(x_adv, X - eps), X + eps), 0.0, 1.0)
+    model.train()
+    return torch.clamp(x_adv, 0.0, 1.0)
+
+
+def released_mart_loss(logits, logits_adv, y, beta):
+    """mart.py's mart_loss from its two passes: boosted CE and the KL weighted by 1 - p_y(x)."""
+    adv_probs = F.softmax(logits_adv, dim=1)
+    top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+    new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+    nat_probs = F.softmax(logits, dim=1)
+    true_probs = torch.gather(nat_probs, 1, y.unsqueeze(1).long()).squeeze()
+    kl = torch.nn.KLDivLoss(reduction="none")(torch.log(adv_probs + 1e-12), nat_probs)
+    return loss_adv + float(beta) * torch.sum(torch.sum(kl, dim=1) * (1.0000001 - true_probs)) / len(logits)
+
+
 def released_trades_mart_steps(kind, model, xs, ys, eps, alpha, iters, beta, lr, momentum, kl_on_first_pass=False,
                                adv_pass_first=False):
     """train_trades_mnist.py's train() with trades.py's trades_loss, or MART's train() with mart.py's
-    mart_loss, re-stated: x' from x + 0.001 N(0, I) (the CPU generator), `iters` signed steps in eval
-    mode (TRADES ascends sum_i KL(p(x) || p(x')), MART the cross-entropy), projected to the ball and
-    [0, 1]; then in train mode TRADES' three passes f(x), f(x'), f(x) (CE on the first, the KL's p on
-    the third) and MART's two, f(x) then f(x'); SGD with momentum. The flags break one released fact."""
+    mart_loss, re-stated: the inner maximisation (released_inner_max); then in train mode TRADES'
+    three passes f(x), f(x'), f(x) (CE on the first, the KL's p on the third) and MART's two, f(x)
+    then f(x'); SGD with momentum. The flags break one released fact."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     kl_sum = torch.nn.KLDivLoss(reduction="sum")
     torch.manual_seed(11)
     for X, y in zip(xs, ys):
         model.train()
         opt.zero_grad()
-        model.eval()
-        x_adv = X.detach() + 0.001 * torch.randn(X.shape).detach()
-        for _ in range(iters):
-            x_adv.requires_grad_()
-            if kind == "trades":
-                objective = kl_sum(F.log_softmax(model(x_adv), dim=1), F.softmax(model(X), dim=1))
-            else:
-                objective = F.cross_entropy(model(x_adv), y)
-            grad = torch.autograd.grad(objective, [x_adv])[0]
-            x_adv = x_adv.detach() + alpha * torch.sign(grad.detach())
-            x_adv = torch.clamp(torch.min(torch.max(x_adv, X - eps), X + eps), 0.0, 1.0)
-        model.train()
-        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+        x_adv = released_inner_max(kind, model, X, y, eps, alpha, iters)
         opt.zero_grad()
         if kind == "trades":
             logits = model(X)
@@ -302,14 +330,7 @@ def released_trades_mart_steps(kind, model, xs, ys, eps, alpha, iters, beta, lr,
             else:
                 logits = model(X)
                 logits_adv = model(x_adv)
-            adv_probs = F.softmax(logits_adv, dim=1)
-            top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
-            new_y = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-            loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
-            nat_probs = F.softmax(logits, dim=1)
-            true_probs = torch.gather(nat_probs, 1, y.unsqueeze(1).long()).squeeze()
-            kl = torch.nn.KLDivLoss(reduction="none")(torch.log(adv_probs + 1e-12), nat_probs)
-            loss = loss_adv + float(beta) * torch.sum(torch.sum(kl, dim=1) * (1.0000001 - true_probs)) / len(X)
+            loss = released_mart_loss(logits, logits_adv, y, beta)
         loss.backward()
         opt.step()
     return model
