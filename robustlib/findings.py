@@ -8,7 +8,8 @@ released attacks say (the `released` row of the tables), what the strongest eval
 every attack of the default suite, AutoAttack included, on the same images), their difference (one
 seed: with the exact McNemar p of adv_testing's comparison; several: mean ± sd, "t p" the paired t
 test's p over seeds, and in how many seeds McNemar's p < 0.05), the evidence (n, seeds, intervals),
-and the claim linked to the page that discusses it (on the first of its lines, one per eps). tests/test_findings.py fails when README's table and this disagree.
+and the claim linked to the page that discusses it (on the first of its lines, one per eps).
+tests/test_findings.py fails when README's table and this disagree.
 """
 import os
 import statistics

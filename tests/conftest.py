@@ -20,6 +20,15 @@ def root():
 
 
 @pytest.fixture(scope="session")
+def tracked(root):
+    """The paths git tracks in the checkout (the layout and the pages' sources are judged on these)."""
+    done = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0 or not done.stdout:
+        pytest.skip("not a git checkout")
+    return done.stdout.split()
+
+
+@pytest.fixture(scope="session")
 def ckpt(tmp_path_factory):
     """final.pt of LeNet-5 after 3 cross-entropy epochs on digits: the checkpoint the attack tests share."""
     import vgg_training

@@ -8,20 +8,10 @@ them; on the others most values are not (tests/test_docs_numbers.py's coverage t
 import glob
 import os
 import re
-import subprocess
-
-import pytest
 
 OTHERS = {"11.35": "the share of the digit 1 in MNIST's test set (1,135 of 10,000): a constant classifier's accuracy"}
 PERCENT = re.compile(r"(?<![\w./-])(\d+\.\d+)(?= ?%| \[)")
 NAMED = re.compile(r"(results/[\w./-]*\w|RESULTS\.md)")
-
-
-def tracked(root):
-    done = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
-    if done.returncode != 0 or not done.stdout:
-        pytest.skip("not a git checkout")
-    return done.stdout.split()
 
 
 def numbers_of(root, paths):
@@ -57,8 +47,8 @@ def test_claims_are_percentages_and_named_files():
         "results/a/b.md", "results/c/d.csv"]
 
 
-def test_every_percentage_comes_from_a_file_its_page_names(root):
-    files, missing = tracked(root), []
+def test_every_percentage_comes_from_a_file_its_page_names(root, tracked):
+    files, missing = tracked, []
     for page in pages(root):
         with open(os.path.join(root, page)) as f:
             numbers, named = claims(f.read())
@@ -67,10 +57,10 @@ def test_every_percentage_comes_from_a_file_its_page_names(root):
     assert missing == []
 
 
-def test_most_pages_would_catch_a_stale_value(root):
+def test_most_pages_would_catch_a_stale_value(root, tracked):
     """How much the check can see: on most pages, fewer than half of the one-decimal percentages
     0.0-100.0 occur in the files the page names, so a changed value is likely to be caught."""
-    files, blind = tracked(root), []
+    files, blind = tracked, []
     for page in pages(root):
         with open(os.path.join(root, page)) as f:
             numbers, named = claims(f.read())

@@ -2,9 +2,6 @@
 function anywhere is longer than a reader takes in at once."""
 import ast
 import os
-import subprocess
-
-import pytest
 
 TOP = {  # what a user runs or copies, then the folders; LICENSE and CITATION.cff beside them
     "hard_margin_loss.py", "margin_loss_soft_logit.py", "spatial_structure_loss.py", "representation_consistency_loss.py",
@@ -15,15 +12,8 @@ TOP = {  # what a user runs or copies, then the folders; LICENSE and CITATION.cf
 MAX_LINES = 40
 
 
-def tracked(root):
-    done = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
-    if done.returncode != 0 or not done.stdout:
-        pytest.skip("not a git checkout")
-    return done.stdout.split()
-
-
-def test_the_top_level_holds_only_the_product(root):
-    assert sorted({path.split("/")[0] for path in tracked(root)} - TOP) == []
+def test_the_top_level_holds_only_the_product(tracked):
+    assert sorted({path.split("/")[0] for path in tracked} - TOP) == []
 
 
 def long_functions(source, name):
@@ -37,9 +27,9 @@ def long_functions(source, name):
     return out
 
 
-def test_no_function_is_over_40_lines(root):
+def test_no_function_is_over_40_lines(root, tracked):
     found = []
-    for path in tracked(root):
+    for path in tracked:
         if path.endswith(".py"):
             with open(os.path.join(root, path)) as f:
                 found += long_functions(f.read(), path)
