@@ -199,8 +199,9 @@ def study_section(res, best, total_s, figure, link):
     text = ["## The lambda study (`bash studies/study.sh`)", "",
             f"Made by `bash studies/study.sh` ({total_s / 60:.1f} min on a 2-core CPU; 0 when everything was already "
             f"trained and attacked). Best lambda > 0 by the worst case at eps 0.03 (seed 0): {best}. Worst: a "
-            "sample counts only if it survives every attack of adv_testing.py's default suite (FGSM, MIM, "
-            "PGD-10, SPSA, APGD-CE, APGD-T, FAB-T, Square-5000) on the same 200 test images; one seed: 95 % "
+            "sample counts only if it survives every attack at --budget=standard (the released FGSM, MIM, "
+            "PGD-10, SPSA; AutoAttack's APGD-CE, APGD-T, FAB-T, Square-5000; the adaptive APGD-PM, APGD-DLR, "
+            "feature pull) on the same 200 test images; one seed: 95 % "
             "Wilson interval; three seeds: mean ± standard deviation over seeds.", "", *table, "",
             f"![lambda study]({link})", "",
             "The attack table behind it (every attack, every run):", "",
