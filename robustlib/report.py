@@ -6,7 +6,6 @@ their order), so one section is rewritten without touching the others.
 import json
 import os
 import re
-import time
 
 from .checkpoints import atomic_write, make_dirs
 from .errors import UserError
@@ -355,8 +354,8 @@ def suites_table(tables, models):
 
 def baselines_table(t, eps_grid):
     """Clean and worst case per baseline (seeds: mean ± sd), the published anchors beside them."""
-    lines = ["| model | seeds | clean (%) | " + " | ".join(f"worst eps {e:g} (%)" for e in eps_grid) + " |",
-             "|---|---|---|" + "---|" * len(eps_grid)]
+    lines = ["| model | seeds | n (worst) | clean (%) | " + " | ".join(f"worst eps {e:g} (%)" for e in eps_grid) + " |",
+             "|---|---|---|---|" + "---|" * len(eps_grid)]
     for method in BASELINES:
         part = t[t.method == method]
         if part.empty:
@@ -367,9 +366,20 @@ def baselines_table(t, eps_grid):
                 return "-"
             one = rows.iloc[0]
             return mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))
-        lines.append(f"| {method} | {part.seed.nunique()} | {cell('clean')} | "
+        lines.append(f"| {method} | {part.seed.nunique()} | {sizes(part[part.attack == 'worst'])} | {cell('clean')} | "
                      + " | ".join(cell("worst", e) for e in eps_grid) + " |")
-    return "\n".join(lines + published_rows("mnist", eps_grid, before="- | "))
+    return "\n".join(lines + published_rows("mnist", eps_grid, before="- | - | "))
+
+
+def suites_run(t):
+    """The suites whose worst-case rows `t` holds, as words: 'released, AutoAttack, adaptive'."""
+    return ", ".join(name for attack, name in (("worst-released", "released"), ("worst-autoattack", "AutoAttack"),
+                                               ("worst-adaptive", "adaptive")) if (t.attack == attack).any())
+
+
+def sizes(rows):
+    """The images behind `rows` (worst-case rows of one or more tables): '200', or '200, 1000' where they differ."""
+    return ", ".join(str(int(n)) for n in sorted(rows.n.unique())) or "-"
 
 
 def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
@@ -382,8 +392,8 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
         if match:
             a, b, eps, diff, p = match.groups()
             pairs[(a, b, round(float(eps), 9))] = (float(diff), float(p))
-    out = ["| method | eps | seeds | clean (%): method / " + base + " | worst (%) | difference to " + base
-           + " (points) | p per seed | beyond noise |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| method | eps | seeds | n | clean (%): method / " + base + " | worst (%) | difference to " + base
+           + " (points) | p per seed | beyond noise |", "|---|---|---|---|---|---|---|---|---|"]
 
     def clean(method, seeds):
         rows = t[(t.method == method) & (t.attack == "clean") & t.seed.isin(seeds)]
@@ -403,7 +413,7 @@ def on_top_table(t, lines, eps_grid, base="fgsm-rs"):
                 diffs.append(-diff)  # the table holds a - b: the baseline minus the method
                 ps.append(p)
             one = rows.iloc[0]
-            out.append(f"| {label} | {eps:g} | {len(rows)} | {clean(method, rows.seed)} / {clean(base, rows.seed)} | {mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))} | "
+            out.append(f"| {label} | {eps:g} | {len(rows)} | {sizes(rows)} | {clean(method, rows.seed)} / {clean(base, rows.seed)} | {mean_sd(100 * rows.accuracy, (100 * one.ci_low, 100 * one.ci_high))} | "
                        f"{mean_sd(diffs)} | {', '.join(f'{p:.3g}' for p in ps)} | {sum(p < 0.05 for p in ps)} of {len(ps)} |")
     return "\n".join(out)
 
@@ -468,7 +478,7 @@ def baselines_section(res, total_s, labels):
     times = [f"| {name} | {len(log)} | {100 * log.test_acc.iloc[-1]:.2f} | {log.seconds.sum() / 60:.1f} |"
              for name, log in training_records(res).items()]
     on_top = [line for b, (tb, lines) in tops.items()
-              for line in (f"### On top of {b} (same recipe and budget, seed by seed)", "",
+              for line in (f"### On top of {b} (same recipe and budget, seed by seed; attacks: {suites_run(tb)})", "",
                            on_top_table(tb, lines, eps_grid, base=b), "")]
     caveat = os.path.join(res, "CLAMPED-START.md")  # a note on runs made by an earlier step, if any
     caveat = ([f"**Read first ({os.path.basename(caveat)}):** "
@@ -477,28 +487,32 @@ def baselines_section(res, total_s, labels):
         "## The field's baselines on MNIST, and the papers' methods on top (`bash studies/baselines.sh`)", "", *caveat,
         "Made by `bash studies/baselines.sh`, one `PART` / `SEEDS` sitting at a time (the sitting that wrote this: "
         f"{total_s / 60:.1f} min on a 2-core CPU; 0 when everything was done). "
-        "Worst case: a sample counts only if it survives every attack of the default suite at "
-        "`--budget=standard` (Croce & Hein's 100 APGD / FAB iterations, Square 5000) on the same test "
-        "images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.", "",
+        "Worst case: a sample counts only if it survives every attack its table ran at "
+        "`--budget=standard` (the released attacks and AutoAttack: Croce & Hein's 100 APGD / FAB "
+        "iterations, Square 5000; the adaptive suite where a heading names it) on the same test "
+        "images (`n`); one seed: 95 % Wilson interval; more: mean ± sd over seeds.", "",
         "### Baselines, beside the published anchors", "", baselines_table(every, eps_grid), "",
         *on_top, *(budget_check(t, res) if t is not None else []),
         "### Training", "", "| run | epochs | clean test accuracy (%) | training time (min) |",
         "|---|---|---|---|", *times, ""])
 
 
-def ssc_points_write_up(res, labels, figure, results, seconds, grid):
+def ssc_points_write_up(res, labels, figure, results, record, grid):
     """points.csv, points.md, timing.json, the figure and the section of the MNIST-figure study
-    (`labels`: each checkpoint label's (attack, eps, lambda, seed))."""
+    (`labels`: each checkpoint label's (attack, eps, lambda, seed); `record`: the invocation's
+    total_s, cores and date, so that STAGE=report writes the same files)."""
+    seconds = record["total_s"]
     points = ssc_points(res, labels)
     atomic_write(os.path.join(res, "points.csv"), lambda f: f.write(points.to_csv(index=False).encode()))
     plot_points(points, figure)
     table = points_table(points)
     text = (f"Made by `bash studies/study_mnist.sh` ({seconds / 60:.1f} min; 0 when everything was done). "
-            f"Worst case: the default suite at --budget=standard and the paper's attack, on the same "
-            f"images; one seed: 95 % Wilson interval; more: mean ± sd over seeds.\n\n{table}\n")
+            f"Worst case: the released attacks, AutoAttack and the adaptive suite at --budget=standard and the "
+            f"paper's attack, on the same images; one seed: 95 % Wilson interval; more: mean ± sd over "
+            f"seeds.\n\n{table}\n")
     atomic_write(os.path.join(res, "points.md"), lambda f: f.write(text.encode()))
     timing = dict(sweep_timing(res), last_invocation_s=seconds, points=len(points),
-                  cores=os.cpu_count(), grid=grid, date=time.strftime("%Y-%m-%d %H:%M"))  # bench.py reports it
+                  cores=record["cores"], grid=grid, date=record["date"])  # bench.py reports it
     atomic_write(os.path.join(res, "timing.json"), lambda f: f.write(json.dumps(timing, indent=1).encode()))
     write_section(results, "mnist-ssc-protocol", "\n".join([
         "## The title paper's MNIST figure in its own protocol (`bash studies/study_mnist.sh`)", "", text,

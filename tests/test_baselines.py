@@ -101,9 +101,11 @@ def test_baselines_table_seeds_and_anchors(tables):
     with pytest.raises(report.UserError, match="pgd-at/final is not a run of the study's definition"):
         report.runs_table(tables, studies.baseline_labels(dict(SEEDS="0 1 2", BUDGET="cpu")))
     got = report.baselines_table(t, [0.3]).splitlines()
-    assert got[2] == "| fgsm-rs | 2 | 97.0 ± 0.0 | 71.0 ± 1.4 |"
-    assert got[3] == "| pgd-at | 1 | 98.0 [97.0, 99.0] | 80.0 [75.0, 85.0] |"
+    assert got[2] == "| fgsm-rs | 2 | 200 | 97.0 ± 0.0 | 71.0 ± 1.4 |"
+    assert got[3] == "| pgd-at | 1 | 200 | 98.0 [97.0, 99.0] | 80.0 [75.0, 85.0] |"
     assert got[4].startswith("| TRADES (SmallCNN): published") and len(got) == 4 + len(report.PUBLISHED["mnist"])
+    t.loc[(t.checkpoint == "fgsm-rs-seed-1/final") & (t.attack == "worst"), "n"] = 1000  # the images each table had
+    assert report.baselines_table(t, [0.3]).splitlines()[2] == "| fgsm-rs | 2 | 200, 1000 | 97.0 ± 0.0 | 71.0 ± 1.4 |"
 
 
 def test_on_top_difference_is_method_minus_baseline(tables):
@@ -111,8 +113,10 @@ def test_on_top_difference_is_method_minus_baseline(tables):
     extra = pd.DataFrame(rows("fgsm-rs-seed-2/final", 0.5, {}))  # a seed the method lacks: not in its clean
     t = pd.concat([t, extra.assign(method="fgsm-rs", seed=2)])
     got = report.on_top_table(t, lines, [0.3]).splitlines()
-    assert got[0].startswith("| method | eps | seeds | clean (%): method / fgsm-rs | worst (%) |")
-    assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 95.0 ± 1.4 / 97.0 ± 0.0 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
+    assert got[0].startswith("| method | eps | seeds | n | clean (%): method / fgsm-rs | worst (%) |")
+    assert got[2] == "| SSC lambda 300 (logits) | 0.3 | 2 | 200 | 95.0 ± 1.4 / 97.0 ± 0.0 | 74.0 ± 0.0 | 3.0 ± 1.4 | 0.01, 0.3 | 1 of 2 |"
+    suites = pd.DataFrame(dict(attack=["worst", "worst-released", "worst-adaptive"]))  # the heading's words
+    assert report.suites_run(suites) == "released, adaptive" and report.suites_run(suites[:1]) == ""
     (tables / "on-top-seed-1.md").write_text("")
     t, lines = report.runs_table(tables, LABELS)
     with pytest.raises(report.UserError, match="ssc-seed-1/final with fgsm-rs-seed-1/final at eps 0.3"):
@@ -194,5 +198,5 @@ def test_a_base_rerun_on_top_wins_over_the_older_table(tables):
     pd.concat([older, pd.DataFrame(eps_01)]).to_csv(tables / "baselines.csv", index=False)
     text = report.baselines_section(str(tables), 60.0, LABELS)
     # not baselines.csv's 70.0 for seed 0 at eps 0.3, nor its 90.0 at eps 0.1: the older run is gone whole
-    assert "| fgsm-rs | 2 | 98.0 ± 0.0 | - | 80.0 ± 0.0 |" in text
-    assert "| pgd-at | 1 | 98.0 [97.0, 99.0] | 85.0 [80.0, 90.0] | 80.0 [75.0, 85.0] |" in text
+    assert "| fgsm-rs | 2 | 200 | 98.0 ± 0.0 | - | 80.0 ± 0.0 |" in text
+    assert "| pgd-at | 1 | 200 | 98.0 [97.0, 99.0] | 85.0 [80.0, 90.0] | 80.0 [75.0, 85.0] |" in text
