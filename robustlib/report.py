@@ -249,12 +249,15 @@ def ssc_points(res, points):
 def sweep_timing(res, logs=r"(fgsm|pgd|mim)-eps[\d.]+\.log"):
     """What a study's work took, from its own records (the same on every rerun): training, the sum
     of the runs' epoch times (RES/training/); attacking, the sum of the jobs' times in its tables'
-    logs (RES/NAME.log, the names matching `logs`)."""
+    logs (RES/NAME.log, the names matching `logs`), each job (checkpoint, attack, eps) counted at its
+    last computation: a log keeps the lines of earlier runs of the same names, which a rerun replaces."""
     train_s = sum(log.seconds.sum() for log in training_records(res).values())
-    attack_s = 0.0
+    jobs = {}
     for name in sorted(f for f in os.listdir(res) if re.fullmatch(logs, f)):
-        attack_s += sum(float(m) for m in re.findall(r"computed in ([\d.]+) s", read_text(os.path.join(res, name))))
-    return dict(train_s=round(float(train_s), 1), attack_s=round(attack_s, 1))
+        for job, took in re.findall(r"^\S+ \S+  (\S+  \S+  eps \S+)  .*computed in ([\d.]+) s$",
+                                    read_text(os.path.join(res, name)), re.MULTILINE):
+            jobs[(name, job)] = float(took)
+    return dict(train_s=round(float(train_s), 1), attack_s=round(sum(jobs.values()), 1))
 
 
 def plot_points(points, path):

@@ -171,3 +171,15 @@ def test_warnings_of_finds_every_warning_of_its_label():
     got = report.warnings_of(md, "a/final")
     assert got == ["PGD at eps 0.5 leaves 11.0% accuracy -- WARNING: it should reach about 0; gradients may be masked",
                    "WARNING the released attacks overstate robustness by 4.5 points at eps 0.3"]
+
+
+def test_sweep_timing_counts_each_job_at_its_last_computation(tmp_path):
+    """A table's log keeps the lines of earlier runs under the same names: a retrained model's jobs
+    replace them, cached lines cost nothing, and logs of other names are not read."""
+    (tmp_path / "fgsm-eps0.1.log").write_text("\n".join([
+        "2026-12-02 16:35:35  a/final  apgd-ce  eps 0.1  accuracy 0.9000  n 200  computed in 5.0 s",  # the older run
+        "2026-12-02 16:35:40  a/final  square  eps 0.1  accuracy 0.9100  n 200  computed in 1.5 s",
+        "2026-12-06 03:33:45  a/final  apgd-ce  eps 0.1  accuracy 0.8000  n 200  computed in 2.0 s",  # its rerun
+        "2026-12-06 03:33:50  a/final  square  eps 0.1  accuracy 0.9100  n 200  cached", ""]))
+    (tmp_path / "other.log").write_text("2026-12-06 03:33:45  b/final  fgsm  eps 0.1  accuracy 0.5  n 9  computed in 9.0 s\n")
+    assert report.sweep_timing(str(tmp_path)) == dict(train_s=0.0, attack_s=3.5)
