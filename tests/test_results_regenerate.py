@@ -11,9 +11,6 @@ from robustlib import study as runner
 from robustlib.errors import run
 from robustlib.studies import STUDIES
 
-NO_RECORDS = {"mnist-ssc": "results/mnist-ssc-protocol"}  # sections made before the runner kept its records
-# (invocation.json, training/): each regenerates once its study is rerun (`bash studies/study_mnist.sh`)
-
 
 def changed(before, after):
     """Files under `before` whose bytes differ in `after`, or that `after` lacks, and files only in `after`."""
@@ -37,7 +34,7 @@ def test_changed_sees_an_edit_a_new_file_and_a_missing_one(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in STUDIES if n not in NO_RECORDS])
+@pytest.mark.parametrize("name", list(STUDIES))
 def test_each_study_rewrites_its_sections_byte_for_byte(name, root, tmp_path, monkeypatch):
     for key in {*runner.COMMON, *(k for study in STUDIES.values() for k in study.settings)}:
         monkeypatch.delenv(key, raising=False)  # a setting in the environment would change the write-up
@@ -48,8 +45,3 @@ def test_each_study_rewrites_its_sections_byte_for_byte(name, root, tmp_path, mo
     assert filecmp.cmp(os.path.join(root, "RESULTS.md"), tmp_path / "RESULTS.md", shallow=False)
     assert changed(os.path.join(root, "results"), tmp_path / "results") == []
 
-
-def test_the_studies_left_out_still_lack_their_records(root):
-    """An exception that no longer holds fails: a study rerun with its records joins the test above."""
-    for name, res in NO_RECORDS.items():
-        assert name in STUDIES and not os.path.exists(os.path.join(root, res, "invocation.json"))
