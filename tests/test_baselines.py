@@ -39,7 +39,7 @@ def test_tiny_baselines_and_rerun(root, tmp_path):
     assert list(quick[quick.attack == "worst"].eps.unique()) == [0.3] and quick.checkpoint.nunique() == 4
     text = (res / "summary.md").read_text()
     assert "| attack | eps | n | budget | pgd-at-seed-0/final |" in (res / "baselines.md").read_text()  # adv_testing's own table stays
-    assert "| TRADES (SmallCNN): published, Croce & Hein 2020, AutoAttack | - | 99.48 | - | 92.81 (published) |" in text
+    assert "| TRADES (SmallCNN): published, Croce & Hein 2020, AutoAttack | - | - | 99.48 | - | 92.81 (published) |" in text
     assert text.count("| PC + LC (training loss) |") == 2 and "| trades | 1 |" in text
     assert "### Budget check" in text and text.count("| 0.3 | 8 |") == 4  # one row per baseline, n_strong 8
     assert "### On top of pgd-at" in text and "| pgd-at | 1 |" in text

@@ -70,8 +70,8 @@ def test_mnist_ssc_tiny_grid_and_reproduce_runs():
     assert runs["mnist-ssc/pgd-eps0.3-lambda0-seed0"] == (
         "--preset=ssc-mnist --adv_train=pgd --adv_eps=0.3 --struct_lambda=0 --seed=0 --epochs=2")
     tables = [s for s in steps if isinstance(s, study.Table)]
-    assert [t.args[0] for t in tables] == ["--attacks=released,autoattack,fgsm", "--attacks=released,autoattack,ssc-pgd",
-                                           "--attacks=released,autoattack,ssc-mim"]
+    assert [t.args[0] for t in tables] == [f"--attacks=released,autoattack,adaptive,{a}" for a in ("fgsm", "ssc-pgd", "ssc-mim")]
+    assert all("--budget=standard" in t.args and "--n_strong=200" in t.args for t in tables)  # the suite of record
     assert len(tables[0].checkpoints) == 4
     fashion = studies.reproduce_runs("fashion-mnist")
     assert list(fashion) == ["ce", "pclc", "adv", "adv-struct"]
